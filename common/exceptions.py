@@ -1,0 +1,64 @@
+"""One error shape for the whole API.
+
+* field errors: ``{"field": ["message"]}`` (``non_field_errors`` for cross-field problems);
+* everything else: ``{"detail": "...", "code": "..."}``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import InterfaceError, OperationalError
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+from rest_framework.views import set_rollback
+
+logger = logging.getLogger(__name__)
+
+DATABASE_RETRY_AFTER_SECONDS = 2
+
+
+class ServiceUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The database is unavailable; retry shortly."
+    default_code = "database_unavailable"
+
+
+class PreconditionFailed(exceptions.APIException):
+    status_code = status.HTTP_412_PRECONDITION_FAILED
+    default_detail = "The resource has changed since it was read (If-Match does not match)."
+    default_code = "precondition_failed"
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The request conflicts with the current state of the resource."
+    default_code = "conflict"
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, OperationalError | InterfaceError):
+        logger.warning("database unavailable: %s", exc)
+        set_rollback()
+        exc = ServiceUnavailable()
+        response = drf_exception_handler(exc, context)
+        response["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+    else:
+        response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.APIException):
+        response.data = error_body(exc.detail)
+    return response
+
+
+def error_body(detail) -> dict | list:
+    """`detail` of an APIException as the body clients receive."""
+    if isinstance(detail, dict | list):
+        return detail
+    return {"detail": str(detail), "code": getattr(detail, "code", None) or "error"}
+
+
+def json_error(status_code: int, detail: str, code: str) -> Response:
+    return Response({"detail": detail, "code": code}, status=status_code)

@@ -1,0 +1,39 @@
+"""gunicorn, run in-process so that `manage.py serve` is the one command to start the API."""
+
+from __future__ import annotations
+
+from django.db import connections
+from gunicorn.app.base import BaseApplication
+
+
+class _Application(BaseApplication):
+    def __init__(self, options: dict):
+        self.options = options
+        super().__init__()
+
+    def load_config(self):
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        from config.wsgi import application
+
+        return application
+
+
+def serve(*, bind: str, workers: int, **options) -> None:
+    config = {
+        "bind": bind,
+        "workers": workers,
+        "accesslog": "-",
+        "timeout": 60,
+        "graceful_timeout": 30,
+        # Connections are opened per worker after the fork (persistent on PostgreSQL).
+        "preload_app": True,
+        "control_socket_disable": True,
+        **options,
+    }
+    # The master has used the database (migrations); its connections must not be shared with
+    # the forked workers.
+    connections.close_all()
+    _Application(config).run()

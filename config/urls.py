@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+
+from accounts.api import LoginView
+from common.views import health
+from integrations.openapi import OpenAPIView
+
+handler400 = "common.views.bad_request"
+handler403 = "common.views.permission_denied"
+handler404 = "common.views.not_found"
+handler500 = "common.views.server_error"
+
+urlpatterns = [
+    path("api/v1/auth/login/", LoginView.as_view(), name="login"),
+    path("api/v1/openapi.json", OpenAPIView.as_view(), name="openapi"),
+    path("api/v1/", include("integrations.api.urls")),
+    path("admin/", admin.site.urls),
+    path("healthz", health, name="health"),
+]

@@ -1,0 +1,90 @@
+"""Fixtures shared by every test module."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.contenttypes.models import ContentType
+from rest_framework.test import APIClient
+
+from accounts.services import token_create
+from integrations.models import Channel, FailedIntegration, IntegrationAction
+
+
+@pytest.fixture
+def user(db):
+    return get_user_model().objects.create_user(username="operator", password="s3cret-pass")
+
+
+@pytest.fixture
+def staff_user(db):
+    return get_user_model().objects.create_user(
+        username="admin", password="s3cret-pass", is_staff=True
+    )
+
+
+@pytest.fixture
+def token_key(staff_user) -> str:
+    return token_create(user=staff_user, name="test")[1]
+
+
+@pytest.fixture
+def anonymous_client() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def api_client(token_key) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_key}")
+    return client
+
+
+@pytest.fixture
+def channel(db) -> Channel:
+    return Channel.objects.create(name="Marketplace A")
+
+
+@pytest.fixture
+def other_channel(db) -> Channel:
+    return Channel.objects.create(name="Marketplace B")
+
+
+@pytest.fixture
+def product_type(db) -> ContentType:
+    return ContentType.objects.get(app_label="products", model="product")
+
+
+@pytest.fixture
+def order_type(db) -> ContentType:
+    return ContentType.objects.get(app_label="orders", model="order")
+
+
+@pytest.fixture
+def integration_action(channel, product_type) -> IntegrationAction:
+    return IntegrationAction.objects.create(
+        channel=channel, content_type=product_type, object_id=42, remote_id="R-42"
+    )
+
+
+VERSION_DATE = dt.datetime(2025, 6, 27, 8, 38, 26, 936000, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def make_failed(channel, product_type):
+    """Creates failed integrations: make_failed(object_id=..., **fields)."""
+
+    def make(**fields) -> FailedIntegration:
+        values = {
+            "channel": channel,
+            "content_type": product_type,
+            "object_id": 1,
+            "reason_type": "remote",
+            "version_date": VERSION_DATE,
+        }
+        values.update(fields)
+        return FailedIntegration.objects.create(**values)
+
+    return make

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import os
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from integrations.demo import demo_setup
+
+
+class Command(BaseCommand):
+    help = "Applies migrations, then serves the API with gunicorn (the production server)."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--bind",
+            default=os.environ.get("BIND", "127.0.0.1:8000"),
+            help="host:port to listen on (default 127.0.0.1:8000, or $BIND)",
+        )
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=int(os.environ.get("WEB_CONCURRENCY", "2")),
+            help="worker processes (default 2, or $WEB_CONCURRENCY)",
+        )
+        parser.add_argument("--no-migrate", action="store_true", help="skip `migrate`")
+        parser.add_argument(
+            "--demo",
+            action="store_true",
+            help="embedded mode: make sure a demo channel and user exist and print a token",
+        )
+
+    def handle(self, *args, bind: str, workers: int, no_migrate: bool, demo: bool, **options):
+        if workers < 1:
+            raise CommandError("--workers must be at least 1.")
+        if not no_migrate:
+            call_command("migrate", interactive=False, verbosity=0)
+        if demo:
+            if settings.PRODUCTION:
+                raise CommandError("--demo is for the embedded mode, not DJANGO_ENV=production.")
+            self._print_demo(bind)
+        from common.server import serve
+
+        serve(bind=bind, workers=workers)
+
+    def _print_demo(self, bind: str) -> None:
+        demo = demo_setup()
+        base = f"http://{bind}"
+        self.stdout.write(
+            f"\nDemo channel {demo.channel.pk} ({demo.channel.name}); user {demo.username!r}, "
+            f"password {demo.password!r} (also for {base}/admin/).\n"
+            f"Token: {demo.key}\n"
+            f"Try:   curl -H 'Authorization: Token {demo.key}' "
+            f"{base}/api/v1/channel/{demo.channel.pk}/failed_integrations/\n"
+        )
+        self.stdout.flush()

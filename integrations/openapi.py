@@ -1,0 +1,257 @@
+"""The OpenAPI document the service serves: the contract, with what the service adds.
+
+The contract (``contract/failed-integrations.openapi.json``, the original API's six operations)
+is loaded as it is and only extended:
+
+* the error answers the original API gives but its page does not list (400, 413, 415, 503);
+* the storage bounds of integers (64-bit ids, 32-bit counts) and the read-only timestamps;
+* what a write really requires: `channel` may be left out (it is the URL's), and PATCH takes
+  any subset of the fields;
+* the 200 bodies of PUT and PATCH (the whole updated object);
+* the endpoints the service adds (login, content types).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from common.fields import INT32_MAX, INT64_MAX
+
+CONTRACT_PATH = Path(__file__).resolve().parent / "contract" / "failed-integrations.openapi.json"
+LIST_PATH = "/api/v1/channel/{channel_id}/failed_integrations/"
+DETAIL_PATH = "/api/v1/channel/{channel_id}/failed_integrations/{id}/"
+BODY_METHODS = {"post", "put", "patch"}
+
+_ERROR = {
+    "type": "object",
+    "properties": {"detail": {"type": "string"}, "code": {"type": "string"}},
+    "required": ["detail"],
+}
+_FIELD_ERRORS = {
+    "type": "object",
+    "description": "Field-keyed messages; `non_field_errors` for cross-field problems.",
+}
+
+
+def _error_response(description: str, schema: dict[str, Any] = _ERROR) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+ERROR_RESPONSES: dict[str, dict[str, Any]] = {
+    "400": _error_response(
+        "Invalid input: a field-keyed object naming each bad field or parameter.",
+        {"anyOf": [_FIELD_ERRORS, _ERROR]},
+    ),
+    "413": _error_response("The request body is larger than the service accepts."),
+    "415": _error_response("The request body is not JSON (Content-Type)."),
+    "503": _error_response("The database is unavailable; retry after `Retry-After` seconds."),
+}
+
+# Integer bounds of the storage, and the fields the service adds to every answer.
+FIELD_BOUNDS: dict[str, dict[str, Any]] = {
+    "pk": {"format": "int64", "minimum": 1, "maximum": INT64_MAX},
+    "channel": {"format": "int64", "minimum": 1, "maximum": INT64_MAX},
+    "content_type": {"format": "int64", "minimum": 1, "maximum": INT64_MAX},
+    "object_id": {"format": "int64", "minimum": 0, "maximum": INT64_MAX},
+    "retry_count": {"format": "int32", "maximum": INT32_MAX},
+    "max_retry_count": {"format": "int32", "maximum": INT32_MAX},
+    "retry_interval": {"format": "int32", "maximum": INT32_MAX},
+    "integration_action": {"format": "int64", "minimum": 1, "maximum": INT64_MAX},
+    "log_id": {"format": "int64", "minimum": 0, "maximum": INT64_MAX},
+}
+READ_ONLY_FIELDS: dict[str, dict[str, Any]] = {
+    "created_date": {
+        "type": "string",
+        "format": "date-time",
+        "readOnly": True,
+        "description": "When the record was created (UTC).",
+    },
+    "modified_date": {
+        "type": "string",
+        "format": "date-time",
+        "readOnly": True,
+        "description": "When the record was last changed (UTC).",
+    },
+}
+
+LOGIN_PATH = {
+    "post": {
+        "summary": "Log in",
+        "description": "Answers a token for `Authorization: Token <key>`.",
+        "tags": ["Auth"],
+        "security": [],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "username": {"type": "string", "minLength": 1, "maxLength": 150},
+                            "password": {"type": "string", "minLength": 1, "maxLength": 4096},
+                        },
+                        "required": ["username", "password"],
+                    }
+                }
+            },
+        },
+        "responses": {
+            "200": {
+                "description": "A new token",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {"key": {"type": "string"}},
+                            "required": ["key"],
+                        }
+                    }
+                },
+            },
+        },
+    }
+}
+
+CONTENT_TYPE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer", "readOnly": True},
+        "app_label": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$", "maxLength": 100},
+        "model": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$", "maxLength": 100},
+    },
+    "required": ["app_label", "model"],
+}
+
+CONTENT_TYPES_PATH = {
+    "get": {
+        "summary": "List content types",
+        "description": "The kinds of objects a failure can be reported for.",
+        "tags": ["ContentTypes"],
+        "parameters": [
+            {"$ref": "#/components/parameters/page"},
+            {"$ref": "#/components/parameters/limit"},
+        ],
+        "responses": {
+            "200": {
+                "description": "OK",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "count": {"type": "integer"},
+                                "next": {"type": "string", "nullable": True},
+                                "previous": {"type": "string", "nullable": True},
+                                "results": {"type": "array", "items": CONTENT_TYPE_SCHEMA},
+                            },
+                        }
+                    }
+                },
+            },
+            "401": {"$ref": "#/components/responses/401"},
+        },
+    },
+    "post": {
+        "summary": "Add a content type (staff)",
+        "tags": ["ContentTypes"],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": CONTENT_TYPE_SCHEMA}},
+        },
+        "responses": {
+            "201": {
+                "description": "Created",
+                "content": {"application/json": {"schema": CONTENT_TYPE_SCHEMA}},
+            },
+            "200": {
+                "description": "It existed already",
+                "content": {"application/json": {"schema": CONTENT_TYPE_SCHEMA}},
+            },
+            "401": {"$ref": "#/components/responses/401"},
+            "403": _error_response("Only staff users may add content types."),
+        },
+    },
+}
+
+
+def load_contract() -> dict[str, Any]:
+    return json.loads(CONTRACT_PATH.read_text())
+
+
+def _schema_ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _add_error_responses(method: str, responses: dict[str, Any]) -> None:
+    for status in ("400", "503") + (("413", "415") if method in BODY_METHODS else ()):
+        responses.setdefault(status, {"$ref": f"#/components/responses/{status}"})
+    if method == "get":  # a page past the last
+        responses.setdefault("404", {"$ref": "#/components/responses/404"})
+
+
+def build_document(contract: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The served document: `contract` (by default the contract file) with the additions."""
+    document = copy.deepcopy(contract if contract is not None else load_contract())
+    schemas = document["components"]["schemas"]
+    record = schemas["FailedIntegration"]
+    for name, bounds in FIELD_BOUNDS.items():
+        record["properties"][name].update(bounds)
+    record["properties"].update(copy.deepcopy(READ_ONLY_FIELDS))
+
+    # What a create or full update requires: the contract's list, less `channel` (the URL's).
+    write = copy.deepcopy(record)
+    write["required"] = [name for name in record["required"] if name != "channel"]
+    write["description"] = (
+        "`channel` may be left out; when given it must be the channel of the URL."
+    )
+    schemas["FailedIntegrationWrite"] = write
+    partial = copy.deepcopy(write)
+    partial["required"] = []
+    partial["description"] = "Any subset of the fields."
+    schemas["FailedIntegrationPartial"] = partial
+
+    document["components"]["responses"].update(copy.deepcopy(ERROR_RESPONSES))
+    document["components"]["responses"]["500"] = _error_response("Server error (no traceback).")
+    for path in (LIST_PATH, DETAIL_PATH):
+        for method, operation in document["paths"][path].items():
+            if method in BODY_METHODS:
+                body = operation["requestBody"]["content"]["application/json"]
+                body["schema"] = _schema_ref(
+                    "FailedIntegrationPartial" if method == "patch" else "FailedIntegrationWrite"
+                )
+            if method in {"put", "patch"}:
+                operation["responses"]["200"]["content"] = {
+                    "application/json": {"schema": _schema_ref("FailedIntegration")}
+                }
+
+    document["paths"]["/api/v1/auth/login/"] = copy.deepcopy(LOGIN_PATH)
+    document["paths"]["/api/v1/content_types/"] = copy.deepcopy(CONTENT_TYPES_PATH)
+    for operations in document["paths"].values():
+        for method, operation in operations.items():
+            _add_error_responses(method, operation["responses"])
+    document["info"]["description"] = (
+        "Sales channel failed integrations. Unknown routes answer 404 and unsupported methods "
+        "405 (with `Allow`), both as JSON `{detail, code}`."
+    )
+    return document
+
+
+@functools.cache
+def served_document() -> dict[str, Any]:
+    return build_document()
+
+
+class OpenAPIView(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    def get(self, request):
+        return Response(served_document())

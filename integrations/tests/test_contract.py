@@ -1,0 +1,181 @@
+"""The contract test: schemathesis runs every operation of the contract file against the running
+application and checks every answer against it (status codes, bodies, headers).
+
+The document under test is the contract file extended as the service documents it
+(`integrations.openapi.build_document`), with one more layer that only steers generation:
+the path's channel and the foreign keys of a body are drawn from records that exist, so that
+positive cases really create and update instead of stopping at a 400.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.contrib.contenttypes.models import ContentType
+
+from accounts.services import token_create
+from integrations.models import FailedIntegration, IntegrationAction
+from integrations.openapi import DETAIL_PATH, LIST_PATH, build_document, load_contract
+
+CONTRACT_OPERATIONS = {
+    ("get", LIST_PATH),
+    ("post", LIST_PATH),
+    ("get", DETAIL_PATH),
+    ("put", DETAIL_PATH),
+    ("patch", DETAIL_PATH),
+    ("delete", DETAIL_PATH),
+}
+SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
+LOGIN_PATH = "/api/v1/auth/login/"
+MAX_EXAMPLES = int(os.environ.get("CONTRACT_MAX_EXAMPLES", "60"))
+
+
+def steer_generation(
+    document: dict,
+    *,
+    channel_id: int,
+    content_type_ids: list[int],
+    action_ids: list[int],
+    record_ids: range,
+) -> dict:
+    """Restricts ids in the document to the ones that can exist.
+
+    Each constraint admits every valid value and only those, so that a value outside it (a
+    negative case) is one the service must refuse. Record ids: from the first record made for
+    the run to far above the records the run itself creates; a positive case often finds one
+    (or a 404 when it does not exist or a DELETE took it first).
+    """
+    document = copy.deepcopy(document)
+    parameters = document["components"]["parameters"]
+    parameters["channel_path"]["schema"]["enum"] = [channel_id]
+    parameters["id_path"]["schema"].update(minimum=record_ids.start, maximum=record_ids.stop - 1)
+    for name in ("FailedIntegrationWrite", "FailedIntegrationPartial"):
+        properties = document["components"]["schemas"][name]["properties"]
+        properties["channel"]["enum"] = [channel_id]
+        properties["content_type"]["enum"] = content_type_ids
+        properties["integration_action"]["enum"] = [*action_ids, None]
+    return document
+
+
+def test_the_contract_lists_the_six_operations():
+    contract = load_contract()
+    operations = {(method, path) for path, item in contract["paths"].items() for method in item}
+    assert operations == CONTRACT_OPERATIONS
+
+
+def test_the_served_document_keeps_every_contract_answer(api_client):
+    """What the service documents is additive: every status and schema of the contract stays."""
+    contract = load_contract()
+    served = api_client.get("/api/v1/openapi.json").json()
+    for path, item in contract["paths"].items():
+        for method, operation in item.items():
+            served_operation = served["paths"][path][method]
+            for status in operation["responses"]:
+                assert status in served_operation["responses"], (method, path, status)
+    for name, prop in contract["components"]["schemas"]["FailedIntegration"]["properties"].items():
+        served_prop = served["components"]["schemas"]["FailedIntegration"]["properties"][name]
+        assert {k: served_prop[k] for k in prop} == prop, name
+
+
+def run_schemathesis(schema_path: Path, base_url: str, key: str, *args: str) -> str:
+    """Runs schemathesis on every operation of `schema_path`; answers its report on success."""
+    command = [
+        str(SCHEMATHESIS),
+        "run",
+        str(schema_path),
+        "--url",
+        base_url,
+        "--header",
+        f"Authorization: Token {key}",
+        "--checks",
+        "all",
+        "--mode",
+        "all",
+        "--phases",
+        "examples,coverage,fuzzing,stateful",
+        "--max-examples",
+        str(MAX_EXAMPLES),
+        "--generation-deterministic",
+        "--workers",
+        "1",
+        "--request-timeout",
+        "30",
+        "--no-color",
+        "--suppress-health-check",
+        "all",
+        *args,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+    output = result.stdout + result.stderr
+    if os.environ.get("CONTRACT_LOG"):
+        Path(os.environ["CONTRACT_LOG"]).write_text(output)
+    assert result.returncode == 0, output
+    return output
+
+
+@pytest.mark.django_db(transaction=True)
+def test_schemathesis_finds_no_failure(
+    live_server, channel, product_type, user, tmp_path, make_failed
+):
+    # A user without staff rights: adding content types answers 403 during the run, so the set
+    # of valid content types stays the one the document lists.
+    _, key = token_create(user=user, name="contract")
+    actions = [
+        IntegrationAction.objects.create(channel=channel, content_type=product_type, object_id=n)
+        for n in (1, 2)
+    ]
+    records = [make_failed(object_id=n) for n in range(1, 201)]
+    document = steer_generation(
+        build_document(),
+        channel_id=channel.pk,
+        content_type_ids=list(ContentType.objects.values_list("pk", flat=True)),
+        action_ids=[action.pk for action in actions],
+        record_ids=range(records[0].pk, records[0].pk + 1_000_000),
+    )
+    del document["paths"][LOGIN_PATH]
+    schema_path = tmp_path / "openapi.json"
+    schema_path.write_text(json.dumps(document))
+
+    output = run_schemathesis(
+        schema_path, live_server.url, key, "--exclude-checks", "object_level_authorization"
+    )
+
+    assert "Selected: 8/8" in output and "Tested: 8" in output, output
+    # Positive cases really wrote: records were created, and existing ones updated.
+    assert (
+        FailedIntegration.objects.filter(channel=channel)
+        .exclude(pk__in=[record.pk for record in records])
+        .exists()
+    ), "no create succeeded"
+    assert (
+        FailedIntegration.objects.filter(pk__in=[record.pk for record in records])
+        .exclude(version_date=records[0].version_date)
+        .exists()
+    ), "no update succeeded"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_schemathesis_login(live_server, user, tmp_path):
+    """The login endpoint, fuzzed on its own: generated credentials are wrong credentials, which
+    it rightly answers 400, so "a schema-valid request is accepted" cannot hold there."""
+    _, key = token_create(user=user, name="contract")
+    document = build_document()
+    document["paths"] = {LOGIN_PATH: document["paths"][LOGIN_PATH]}
+    schema_path = tmp_path / "openapi.json"
+    schema_path.write_text(json.dumps(document))
+
+    output = run_schemathesis(
+        schema_path,
+        live_server.url,
+        key,
+        "--exclude-checks",
+        "object_level_authorization,positive_data_acceptance",
+    )
+
+    assert "Tested: 1" in output, output
