@@ -1,0 +1,75 @@
+"""`manage.py serve --demo`, the README's first command, on a fresh SQLite file."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_serve_migrates_prints_a_token_and_answers(tmp_path):
+    port = free_port()
+    env = {
+        k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE"}
+    }
+    env["DATA_DIR"] = str(tmp_path)
+    server = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--demo", "--bind", f"127.0.0.1:{port}"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        output = ""
+        deadline = time.monotonic() + 60
+        while "Listening at" not in output and time.monotonic() < deadline:
+            line = server.stdout.readline()
+            if not line:
+                break
+            output += line
+        assert "Listening at" in output, output
+        key = re.search(r"Token: ([0-9a-f]{40})", output).group(1)
+        channel = re.search(r"Demo channel (\d+)", output).group(1)
+        base = f"http://127.0.0.1:{port}/api/v1/channel/{channel}/failed_integrations/"
+        headers = {"Authorization": f"Token {key}"}
+
+        created = httpx.post(
+            base,
+            headers=headers,
+            json={
+                "version_date": "2025-06-27T08:38:26.936Z",
+                "reason_type": "remote",
+                "content_type": 1,
+                "object_id": 5,
+            },
+        )
+        listed = httpx.get(base, headers=headers)
+        login = httpx.post(
+            f"http://127.0.0.1:{port}/api/v1/auth/login/",
+            json={"username": "demo", "password": "demo"},
+        )
+
+        assert created.status_code == 201, created.text
+        assert listed.json()["count"] == 1
+        assert login.status_code == 200
+        assert (tmp_path / "db.sqlite3").exists()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
