@@ -25,3 +25,15 @@ def int_param(query_params, name: str, *, minimum: int | None = None) -> int | N
     if minimum is not None and value < minimum:
         raise ValidationError({name: [f"Ensure this value is greater than or equal to {minimum}."]})
     return value
+
+
+def str_param(query_params, name: str, *, max_length: int = MAX_PARAM_LENGTH) -> str | None:
+    """The text of parameter `name`, or None when absent or empty."""
+    raw = query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    if len(raw) > max_length:
+        raise ValidationError({name: [f"Ensure this value has at most {max_length} characters."]})
+    if "\x00" in raw:
+        raise ValidationError({name: ["Null characters are not allowed."]})
+    return raw

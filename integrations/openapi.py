@@ -138,6 +138,8 @@ CONTENT_TYPES_PATH = {
         "parameters": [
             {"$ref": "#/components/parameters/page"},
             {"$ref": "#/components/parameters/limit"},
+            {"name": "app_label", "in": "query", "schema": {"type": "string"}},
+            {"name": "model", "in": "query", "schema": {"type": "string"}},
         ],
         "responses": {
             "200": {

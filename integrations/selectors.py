@@ -34,5 +34,10 @@ def content_type_exists(content_type_id: int) -> bool:
     return True
 
 
-def content_type_list() -> QuerySet[ContentType]:
-    return ContentType.objects.order_by("pk")
+def content_type_list(*, app_label: str | None = None, model: str | None = None):
+    queryset = ContentType.objects.order_by("pk")
+    if app_label:
+        queryset = queryset.filter(app_label=app_label)
+    if model:
+        queryset = queryset.filter(model=model)
+    return queryset

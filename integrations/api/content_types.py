@@ -6,6 +6,7 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.response import Response
 
 from common.pagination import paginated_response
+from common.params import str_param
 from common.views_base import JSONAPIView
 
 from .. import selectors, services
@@ -42,7 +43,11 @@ class ContentTypeListView(JSONAPIView):
     permission_classes = [*JSONAPIView.permission_classes, StaffMayWrite]
 
     def get(self, request):
-        return paginated_response(request, selectors.content_type_list(), content_type_data)
+        queryset = selectors.content_type_list(
+            app_label=str_param(request.query_params, "app_label"),
+            model=str_param(request.query_params, "model"),
+        )
+        return paginated_response(request, queryset, content_type_data)
 
     def post(self, request):
         serializer = ContentTypeSerializer(data=request.data)

@@ -46,6 +46,29 @@ def test_each_row_has_id_app_label_and_model(api_client):
     assert {"id": product.pk, "app_label": "products", "model": "product"} in rows
 
 
+def test_filter_by_app_label_and_model(api_client):
+    product = ContentType.objects.get(app_label="products", model="product")
+
+    body = api_client.get(URL, {"app_label": "products", "model": "product"}).json()
+
+    assert body["count"] == 1
+    assert body["results"] == [{"id": product.pk, "app_label": "products", "model": "product"}]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("a\x00b", "Null characters are not allowed."),
+        ("a" * 101, "Ensure this value has at most 100 characters."),
+    ],
+)
+def test_fail_filter_with_a_bad_value(api_client, value, message):
+    response = api_client.get(URL, {"model": value})
+
+    assert response.status_code == 400
+    assert response.json() == {"model": [message]}
+
+
 def test_staff_adds_a_content_type_once(api_client):
     first = api_client.post(URL, {"app_label": "shipping", "model": "shipment"}, format="json")
     again = api_client.post(URL, {"app_label": "shipping", "model": "shipment"}, format="json")
