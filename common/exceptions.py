@@ -37,6 +37,14 @@ class Conflict(exceptions.APIException):
     default_code = "conflict"
 
 
+class InvalidBody(exceptions.ValidationError):
+    """A 400 whose body is given as it is (DRF's ValidationError turns every value into text,
+    which would make the index of a bad bulk item a string)."""
+
+    def __init__(self, body: dict | list):
+        self.detail = body
+
+
 def exception_handler(exc, context):
     if isinstance(exc, OperationalError | InterfaceError):
         logger.warning("database unavailable: %s", exc)

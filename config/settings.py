@@ -247,3 +247,6 @@ LOGGING = {
         "django.request": {"level": "ERROR"},
     },
 }
+
+# Bulk intake: the most items one request may carry.
+BULK_MAX_ITEMS = env_int("BULK_MAX_ITEMS", 1000, minimum=1)

@@ -8,7 +8,8 @@ is loaded as it is and only extended:
 * what a write really requires: `channel` may be left out (it is the URL's), and PATCH takes
   any subset of the fields;
 * the 200 bodies of PUT and PATCH (the whole updated object);
-* the endpoints the service adds (login, content types).
+* the list's filters and sorting, the group counts and bulk intake, and the endpoints the service
+  adds (login, content types).
 """
 
 from __future__ import annotations
@@ -19,15 +20,31 @@ import json
 from pathlib import Path
 from typing import Any
 
+import django_filters
+from django.conf import settings
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common.fields import INT32_MAX, INT64_MAX
 
+from .filtersets import (
+    MAX_LIST_ITEMS,
+    SORT_FIELDS,
+    BooleanFilter,
+    ContentTypeFilter,
+    DateTimeFilter,
+    FailedIntegrationFilterSet,
+    IntegerFilter,
+    SortFilter,
+)
+from .selectors import GROUP_KEYS
+
 CONTRACT_PATH = Path(__file__).resolve().parent / "contract" / "failed-integrations.openapi.json"
 LIST_PATH = "/api/v1/channel/{channel_id}/failed_integrations/"
 DETAIL_PATH = "/api/v1/channel/{channel_id}/failed_integrations/{id}/"
+STATS_PATH = "/api/v1/channel/{channel_id}/failed_integrations/stats/"
+BULK_PATH = "/api/v1/channel/{channel_id}/failed_integrations/bulk/"
 BODY_METHODS = {"post", "put", "patch"}
 
 _ERROR = {
@@ -138,8 +155,18 @@ CONTENT_TYPES_PATH = {
         "parameters": [
             {"$ref": "#/components/parameters/page"},
             {"$ref": "#/components/parameters/limit"},
-            {"name": "app_label", "in": "query", "schema": {"type": "string"}},
-            {"name": "model", "in": "query", "schema": {"type": "string"}},
+            {
+                "name": "app_label",
+                "in": "query",
+                "allowEmptyValue": True,
+                "schema": {"type": "string", "maxLength": 100},
+            },
+            {
+                "name": "model",
+                "in": "query",
+                "allowEmptyValue": True,
+                "schema": {"type": "string", "maxLength": 100},
+            },
         ],
         "responses": {
             "200": {
@@ -184,12 +211,159 @@ CONTENT_TYPES_PATH = {
 }
 
 
+def _filter_schema(flt) -> dict[str, Any]:
+    if isinstance(flt, django_filters.BaseInFilter):
+        return {"type": "array", "items": _value_schema(flt), "maxItems": MAX_LIST_ITEMS}
+    return _value_schema(flt)
+
+
+def _value_schema(flt) -> dict[str, Any]:
+    """The schema of one value of `flt` (an `__in` filter is an instance of its value's)."""
+    if isinstance(flt, SortFilter):
+        names = [name for field in SORT_FIELDS for name in (field, f"-{field}")]
+        return {"type": "array", "items": {"type": "string", "enum": names}, "maxItems": 6}
+    if isinstance(flt, IntegerFilter):
+        bounds = {"minimum": flt.extra.get("min_value"), "maximum": flt.extra.get("max_value")}
+        return {"type": "integer", **{k: v for k, v in bounds.items() if v is not None}}
+    if isinstance(flt, DateTimeFilter):
+        return {"type": "string", "format": "date-time"}
+    if isinstance(flt, BooleanFilter):
+        return {"type": "boolean"}
+    if isinstance(flt, ContentTypeFilter):
+        return {
+            "type": "string",
+            "pattern": r"^([0-9]{1,18}|[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*)$",
+            "description": "A content type's id or app_label.model, e.g. products.product.",
+        }
+    if isinstance(flt, django_filters.ChoiceFilter):
+        return {"type": "string", "enum": [value for value, _ in flt.extra["choices"]]}
+    raise TypeError(f"No schema for filter {flt!r}")
+
+
+def filter_parameters() -> list[dict[str, Any]]:
+    """The list's query parameters, from the FilterSet (the one place they are declared)."""
+    parameters = []
+    for name, flt in FailedIntegrationFilterSet.base_filters.items():
+        schema = _filter_schema(flt)
+        parameter = {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "allowEmptyValue": True,
+            "schema": schema,
+        }
+        if schema["type"] == "array":
+            parameter |= {"style": "form", "explode": False}
+        parameters.append(parameter)
+    return parameters
+
+
 def load_contract() -> dict[str, Any]:
     return json.loads(CONTRACT_PATH.read_text())
 
 
 def _schema_ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _stats_path() -> dict[str, Any]:
+    group_keys = {"type": "string", "enum": list(GROUP_KEYS)}
+    row = {
+        "type": "object",
+        "properties": {
+            "count": {"type": "integer"},
+            "reason_type": {"type": "string"},
+            "content_type": {"type": "integer"},
+            "content_type_name": {"type": "string"},
+            "is_active": {"type": "boolean"},
+            "exhausted": {"type": "boolean"},
+            "expired": {"type": "boolean"},
+        },
+        "required": ["count"],
+    }
+    body = {
+        "type": "object",
+        "properties": {
+            "count": {"type": "integer"},
+            "group_by": {"type": "array", "items": group_keys},
+            "results": {"type": "array", "items": row},
+        },
+        "required": ["count", "group_by", "results"],
+    }
+    return {
+        "get": {
+            "summary": "Count failed integrations per group",
+            "description": "One row per group of the filtered records, largest first.",
+            "tags": ["SalesChannelFailedIntegrations"],
+            "parameters": [
+                {"$ref": "#/components/parameters/channel_path"},
+                {
+                    "name": "group_by",
+                    "in": "query",
+                    "required": False,
+                    "allowEmptyValue": True,
+                    "style": "form",
+                    "explode": False,
+                    "schema": {
+                        "type": "array",
+                        "items": group_keys,
+                        "uniqueItems": True,
+                        "minItems": 1,
+                    },
+                    "description": "Default: reason_type.",
+                },
+                *filter_parameters(),
+            ],
+            "responses": {
+                "200": _json(body, "Counts per group"),
+                "401": {"$ref": "#/components/responses/401"},
+                "404": {"$ref": "#/components/responses/404"},
+            },
+        }
+    }
+
+
+def _bulk_path() -> dict[str, Any]:
+    created = {
+        "type": "object",
+        "properties": {
+            "count": {"type": "integer"},
+            "results": {"type": "array", "items": _schema_ref("FailedIntegration")},
+        },
+        "required": ["count", "results"],
+    }
+    return {
+        "post": {
+            "summary": "Report a batch of failed integrations",
+            "description": (
+                "All items are recorded, or none: a 400 lists each invalid item's index and fields."
+            ),
+            "tags": ["SalesChannelFailedIntegrations"],
+            "parameters": [{"$ref": "#/components/parameters/channel_path"}],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "array",
+                            "items": _schema_ref("FailedIntegrationWrite"),
+                            "minItems": 1,
+                            "maxItems": settings.BULK_MAX_ITEMS,
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "201": _json(created, "Every item recorded"),
+                "401": {"$ref": "#/components/responses/401"},
+                "404": {"$ref": "#/components/responses/404"},
+            },
+        }
+    }
 
 
 def _add_error_responses(method: str, responses: dict[str, Any]) -> None:
@@ -220,6 +394,10 @@ def build_document(contract: dict[str, Any] | None = None) -> dict[str, Any]:
     partial["description"] = "Any subset of the fields."
     schemas["FailedIntegrationPartial"] = partial
 
+    # An empty query parameter is one not given, as in the original API (django-filter).
+    for parameter in document["components"]["parameters"].values():
+        if parameter["in"] == "query":
+            parameter["allowEmptyValue"] = True
     document["components"]["responses"].update(copy.deepcopy(ERROR_RESPONSES))
     document["components"]["responses"]["500"] = _error_response("Server error (no traceback).")
     for path in (LIST_PATH, DETAIL_PATH):
@@ -234,6 +412,12 @@ def build_document(contract: dict[str, Any] | None = None) -> dict[str, Any]:
                     "application/json": {"schema": _schema_ref("FailedIntegration")}
                 }
 
+    list_parameters = document["paths"][LIST_PATH]["get"]["parameters"]
+    list_parameters.extend(
+        parameter for parameter in filter_parameters() if parameter["name"] != "channel"
+    )
+    document["paths"][STATS_PATH] = _stats_path()
+    document["paths"][BULK_PATH] = _bulk_path()
     document["paths"]["/api/v1/auth/login/"] = copy.deepcopy(LOGIN_PATH)
     document["paths"]["/api/v1/content_types/"] = copy.deepcopy(CONTENT_TYPES_PATH)
     for operations in document["paths"].values():

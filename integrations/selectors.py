@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.contenttypes.models import ContentType
-from django.db.models import QuerySet
+from django.db.models import Case, Count, QuerySet, Value, When
+from django.db.models.fields import BooleanField
+from django.utils import timezone
+from rest_framework.exceptions import ValidationError
 
 from common.fields import INT64_MAX
 
+from .filtersets import FailedIntegrationFilterSet
 from .models import Channel, FailedIntegration
+
+# What the stats endpoint can group by, and the expression of each group key.
+GROUP_KEYS = ("reason_type", "content_type", "is_active", "exhausted", "expired")
 
 
 def channel_get(*, channel_id: int) -> Channel | None:
@@ -20,18 +29,71 @@ def failed_integration_list(*, channel: Channel) -> QuerySet[FailedIntegration]:
     return FailedIntegration.objects.filter(channel=channel).order_by("pk")
 
 
+def failed_integration_filter(*, channel: Channel, params) -> QuerySet[FailedIntegration]:
+    """The channel's records that match the query parameters, in their `sort` order (pk by
+    default). A bad value for a known parameter raises a 400 naming it."""
+    filterset = FailedIntegrationFilterSet(
+        params, queryset=failed_integration_list(channel=channel)
+    )
+    if not filterset.is_valid():
+        raise ValidationError(filterset.errors)
+    return filterset.qs
+
+
 def failed_integration_get(*, channel: Channel, pk: int) -> FailedIntegration | None:
     if not 0 < pk <= INT64_MAX:
         return None
     return FailedIntegration.objects.filter(channel=channel, pk=pk).first()
 
 
-def content_type_exists(content_type_id: int) -> bool:
-    try:
-        ContentType.objects.get_for_id(content_type_id)
-    except ContentType.DoesNotExist:
-        return False
-    return True
+def parse_group_by(raw: str | None) -> list[str]:
+    if raw is None or raw.strip() == "":
+        return ["reason_type"]
+    keys = [key.strip() for key in raw.split(",") if key.strip()]
+    unknown = [key for key in keys if key not in GROUP_KEYS]
+    if unknown or len(keys) != len(set(keys)) or not keys:
+        raise ValidationError(
+            {
+                "group_by": [
+                    f"Give distinct keys among {', '.join(GROUP_KEYS)}, comma-separated"
+                    + (f"; unknown: {', '.join(unknown)[:200]}." if unknown else ".")
+                ]
+            }
+        )
+    return keys
+
+
+def failed_integration_stats(*, channel: Channel, params) -> dict[str, Any]:
+    """One row per group with its count, largest groups first."""
+    keys = parse_group_by(params.get("group_by"))
+    queryset = failed_integration_filter(channel=channel, params=params).order_by()
+    if "expired" in keys:
+        queryset = queryset.annotate(
+            expired=Case(
+                When(expiration_date__lt=timezone.now(), then=Value(True)),
+                default=Value(False),
+                output_field=BooleanField(),
+            )
+        )
+    columns = ["content_type_id" if key == "content_type" else key for key in keys]
+    rows = queryset.values(*columns).annotate(count=Count("pk")).order_by("-count", *columns)
+    results = []
+    for row in rows:
+        result = {key: row[column] for key, column in zip(keys, columns, strict=True)}
+        if "content_type" in result:
+            result["content_type_name"] = _content_type_name(result["content_type"])
+        result["count"] = row["count"]
+        results.append(result)
+    return {
+        "count": sum(row["count"] for row in results),
+        "group_by": keys,
+        "results": results,
+    }
+
+
+def _content_type_name(content_type_id: int) -> str:
+    content_type = ContentType.objects.get_for_id(content_type_id)
+    return f"{content_type.app_label}.{content_type.model}"
 
 
 def content_type_list(*, app_label: str | None = None, model: str | None = None):

@@ -4,26 +4,95 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
+from django.utils import timezone
+from rest_framework.exceptions import ValidationError
+
+from common.exceptions import InvalidBody
 
 from .models import Channel, FailedIntegration
+from .validation import check_references, validate_item
 
 
-def failed_integration_create(*, channel: Channel, data: dict[str, Any]) -> FailedIntegration:
-    failed = FailedIntegration(channel=channel, **data)
+def _validated(payload: Any, *, channel_id: int, partial: bool = False) -> dict[str, Any]:
+    values, errors = validate_item(payload, channel_id=channel_id, partial=partial)
+    if not errors:
+        errors = check_references([values], channel_id=channel_id)[0]
+    if errors:
+        raise ValidationError(errors)
+    return values
+
+
+def failed_integration_create(*, channel: Channel, payload: Any) -> FailedIntegration:
+    """Validates a channel app's report of one failure and records it."""
+    failed = FailedIntegration(channel=channel, **_validated(payload, channel_id=channel.pk))
     failed.save(force_insert=True)
     return failed
 
 
-@transaction.atomic
+def failed_integration_bulk_create(*, channel: Channel, payload: Any) -> list[FailedIntegration]:
+    """Records a batch of failures: all of them, or none when one item is invalid.
+
+    A 400 names each invalid item by its index in the batch, with its fields' messages.
+    """
+    limit = settings.BULK_MAX_ITEMS
+    if not isinstance(payload, list):
+        raise ValidationError(
+            {"non_field_errors": [f"Expected a list of items, but got {type(payload).__name__}."]}
+        )
+    if not payload:
+        raise ValidationError({"non_field_errors": ["Expected at least one item."]})
+    if len(payload) > limit:
+        raise ValidationError(
+            {
+                "non_field_errors": [
+                    f"Ensure this list has at most {limit} items, not {len(payload)}."
+                ]
+            }
+        )
+    checked = [validate_item(item, channel_id=channel.pk) for item in payload]
+    references = check_references(
+        (values for values, errors in checked if not errors), channel_id=channel.pk
+    )
+    invalid, valid_index = [], 0
+    for index, (_, errors) in enumerate(checked):
+        if not errors:
+            errors = references[valid_index]
+            valid_index += 1
+        if errors:
+            invalid.append({"index": index, "errors": errors})
+    if invalid:
+        raise InvalidBody(
+            {
+                "detail": (
+                    f"{len(invalid)} of {len(payload)} items are invalid; nothing was recorded."
+                ),
+                "code": "invalid",
+                "items": invalid,
+            }
+        )
+    now = timezone.now()
+    records = [
+        FailedIntegration(channel=channel, created_date=now, modified_date=now, **values)
+        for values, _ in checked
+    ]
+    with transaction.atomic():
+        FailedIntegration.objects.bulk_create(records)
+    return records
+
+
 def failed_integration_update(
-    *, failed: FailedIntegration, data: dict[str, Any]
+    *, failed: FailedIntegration, payload: Any, partial: bool
 ) -> FailedIntegration:
-    """Writes only the given fields, so that concurrent updates of other fields are kept."""
-    for name, value in data.items():
+    """Writes only the fields the payload names, so that concurrent updates of other fields are
+    all kept; answers the record as stored afterwards."""
+    values = _validated(payload, channel_id=failed.channel_id, partial=partial)
+    for name, value in values.items():
         setattr(failed, name, value)
-    failed.save(update_fields=[*data, "modified_date"])
+    failed.save(update_fields=[*values, "modified_date"])
+    failed.refresh_from_db()
     return failed
 
 

@@ -5,12 +5,11 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
 from common.pagination import paginated_response
-from common.params import int_param
 from common.views_base import JSONAPIView
 
 from .. import selectors, services
 from ..models import Channel, FailedIntegration
-from .serializers import FailedIntegrationWriteSerializer, failed_integration_data
+from .serializers import failed_integration_data
 
 CHANNEL_NOT_FOUND = "Channel not found."
 FAILED_INTEGRATION_NOT_FOUND = "Failed integration not found."
@@ -34,28 +33,39 @@ class ChannelScopedView(JSONAPIView):
             raise NotFound(FAILED_INTEGRATION_NOT_FOUND)
         return failed
 
-    def write_serializer(self, data, *, partial: bool = False) -> FailedIntegrationWriteSerializer:
-        serializer = FailedIntegrationWriteSerializer(
-            data=data, partial=partial, context={"channel": self.channel}
-        )
-        serializer.is_valid(raise_exception=True)
-        return serializer
-
 
 class FailedIntegrationListView(ChannelScopedView):
     def get(self, request, channel_id: int):
-        queryset = selectors.failed_integration_list(channel=self.channel)
-        channel_filter = int_param(request.query_params, "channel")
-        if channel_filter is not None and channel_filter != self.channel.pk:
-            queryset = queryset.none()
+        queryset = selectors.failed_integration_filter(
+            channel=self.channel, params=request.query_params
+        )
         return paginated_response(request, queryset, failed_integration_data)
 
     def post(self, request, channel_id: int):
-        serializer = self.write_serializer(request.data)
-        failed = services.failed_integration_create(
-            channel=self.channel, data=serializer.validated_data
-        )
+        failed = services.failed_integration_create(channel=self.channel, payload=request.data)
         return Response(failed_integration_data(failed), status=status.HTTP_201_CREATED)
+
+
+class FailedIntegrationBulkView(ChannelScopedView):
+    """`POST` a JSON array of failures: all are recorded, or none (400 naming each bad item)."""
+
+    def post(self, request, channel_id: int):
+        records = services.failed_integration_bulk_create(
+            channel=self.channel, payload=request.data
+        )
+        return Response(
+            {"count": len(records), "results": [failed_integration_data(r) for r in records]},
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class FailedIntegrationStatsView(ChannelScopedView):
+    """Counts per group (`group_by=reason_type,content_type,...`) of the filtered records."""
+
+    def get(self, request, channel_id: int):
+        return Response(
+            selectors.failed_integration_stats(channel=self.channel, params=request.query_params)
+        )
 
 
 class FailedIntegrationDetailView(ChannelScopedView):
@@ -69,9 +79,9 @@ class FailedIntegrationDetailView(ChannelScopedView):
         return self._update(request, pk, partial=True)
 
     def _update(self, request, pk: int, *, partial: bool):
-        failed = self.get_failed_integration(pk)
-        serializer = self.write_serializer(request.data, partial=partial)
-        failed = services.failed_integration_update(failed=failed, data=serializer.validated_data)
+        failed = services.failed_integration_update(
+            failed=self.get_failed_integration(pk), payload=request.data, partial=partial
+        )
         return Response(failed_integration_data(failed))
 
     def delete(self, request, channel_id: int, pk: int):
