@@ -124,7 +124,10 @@ def run_schemathesis(schema_path: Path, base_url: str, key: str, *args: str) -> 
         "all",
         *args,
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+    # Run from the schema's folder, so that schemathesis keeps its cache there, not in the tree.
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=1800, cwd=schema_path.parent
+    )
     output = result.stdout + result.stderr
     if os.environ.get("CONTRACT_LOG"):
         Path(os.environ["CONTRACT_LOG"]).write_text(output)
