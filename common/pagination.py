@@ -55,10 +55,12 @@ def check_page_exists(page_request: PageRequest, count: int) -> None:
         raise NotFound("Invalid page.")
 
 
-def paginated_response(request, queryset, represent) -> Response:
-    """One page of an ordered queryset, each row turned into JSON by `represent`."""
+def paginated_response(request, queryset, represent, count: int | None = None) -> Response:
+    """One page of an ordered queryset, each row turned into JSON by `represent`. `count` is
+    the queryset's, when the caller knows it without counting."""
     page_request = PageRequest.from_query(request.query_params)
-    count = queryset.count()
+    if count is None:
+        count = queryset.count()
     check_page_exists(page_request, count)
     rows = queryset[page_request.offset : page_request.offset + page_request.limit]
     next_url, previous_url = page_links(request, page_request, count)

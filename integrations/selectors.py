@@ -12,8 +12,9 @@ from rest_framework.exceptions import ValidationError
 
 from common.fields import INT64_MAX
 
-from .filtersets import FailedIntegrationFilterSet
+from . import counts
 from .models import Channel, FailedIntegration
+from .query import ListQuery
 
 # What the stats endpoint can group by, and the expression of each group key.
 GROUP_KEYS = ("reason_type", "content_type", "is_active", "exhausted", "expired")
@@ -32,12 +33,17 @@ def failed_integration_list(*, channel: Channel) -> QuerySet[FailedIntegration]:
 def failed_integration_filter(*, channel: Channel, params) -> QuerySet[FailedIntegration]:
     """The channel's records that match the query parameters, in their `sort` order (pk by
     default). A bad value for a known parameter raises a 400 naming it."""
-    filterset = FailedIntegrationFilterSet(
-        params, queryset=failed_integration_list(channel=channel)
-    )
-    if not filterset.is_valid():
-        raise ValidationError(filterset.errors)
-    return filterset.qs
+    return ListQuery.from_params(params).apply(failed_integration_list(channel=channel))
+
+
+def failed_integration_page_source(
+    *, channel: Channel, params
+) -> tuple[QuerySet[FailedIntegration], int | None]:
+    """The filtered records, and their exact count when the counts can answer it."""
+    query = ListQuery.from_params(params)
+    queryset = query.apply(failed_integration_list(channel=channel))
+    total = counts.count(channel.pk, query.filters) if counts.supported() else None
+    return queryset, total
 
 
 def failed_integration_get(*, channel: Channel, pk: int) -> FailedIntegration | None:

@@ -36,10 +36,10 @@ class ChannelScopedView(JSONAPIView):
 
 class FailedIntegrationListView(ChannelScopedView):
     def get(self, request, channel_id: int):
-        queryset = selectors.failed_integration_filter(
+        queryset, count = selectors.failed_integration_page_source(
             channel=self.channel, params=request.query_params
         )
-        return paginated_response(request, queryset, failed_integration_data)
+        return paginated_response(request, queryset, failed_integration_data, count=count)
 
     def post(self, request, channel_id: int):
         failed = services.failed_integration_create(channel=self.channel, payload=request.data)

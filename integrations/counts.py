@@ -1,0 +1,352 @@
+"""Exact counts of a channel's failed integrations without counting rows (PostgreSQL).
+
+Counting two million rows takes PostgreSQL a quarter of a second however it is indexed, so the
+list's `count` is read from counts that triggers keep in step with every write, in the same
+transaction:
+
+* the **cube**: rows per (channel, reason_type, is_active, content_type, exhausted). Any
+  combination of equality filters on those (and none: the channel's total) sums a few cells.
+* the **histograms**: rows per (channel, dimension, value) for the integer fields (per value)
+  and the date-times (per hour). A range filter sums the whole hours inside the range and
+  counts the rows of the one partial hour at its edge through the (channel, field) index.
+
+Writers never update a shared counter row: statement-level triggers append their deltas
+(`..._delta` tables), so concurrent writes in one channel do not queue behind each other. The
+deltas are folded into the base tables by `compact()`, run when a read meets many of them and
+by `manage.py compact_counts`. A read sums base and deltas, so it is exact at every moment.
+
+Filters the counts cannot answer (object ids, several range filters, a range with equality
+filters) fall back to COUNT(*), which is exact too, and fast for such selective filters.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.db import connection
+
+# Histogram dimensions: (number, column, unit). Unit "value": the value itself; "hour": the
+# hour since the epoch; "null": 1 when the column is null, else 0.
+HOUR = 3600
+NULL_BUCKET = -(2**63)
+DIMENSIONS: tuple[tuple[int, str, str], ...] = (
+    (1, "retry_count", "value"),
+    (2, "max_retry_count", "value"),
+    (3, "retry_interval", "value"),
+    (4, "version_date", "hour"),
+    (5, "expiration_date", "hour"),
+    (6, "created_date", "hour"),
+    (7, "modified_date", "hour"),
+    (8, "integration_action_id", "null"),
+    (9, "log_id", "null"),
+)
+DIMENSION_OF = {column: (number, unit) for number, column, unit in DIMENSIONS}
+CUBE_COLUMNS = ("reason_type", "is_active", "content_type_id", "exhausted")
+# A read that meets more deltas than this folds the channel's deltas into the base tables.
+COMPACT_AFTER_DELTAS = 2000
+
+
+def _dimension_sql(alias: str) -> str:
+    values = []
+    for number, column, unit in DIMENSIONS:
+        expression = f"{alias}.{column}"
+        if unit == "hour":
+            expression = f"coalesce(fi_count_hour({expression}), {NULL_BUCKET})"
+        elif unit == "null":
+            expression = f"({expression} IS NULL)::int"
+        values.append(f"({number}::smallint, ({expression})::bigint)")
+    return ", ".join(values)
+
+
+def _delta_statements(rows: str, sign: str) -> str:
+    cube = ", ".join(CUBE_COLUMNS)
+    return f"""
+        INSERT INTO fi_count_cube_delta (channel_id, {cube}, n)
+        SELECT channel_id, {cube}, {sign}count(*) FROM {rows} GROUP BY channel_id, {cube};
+        INSERT INTO fi_count_hist_delta (channel_id, dim, value, n)
+        SELECT r.channel_id, d.dim, d.value, {sign}count(*)
+        FROM {rows} r CROSS JOIN LATERAL (VALUES {_dimension_sql("r")}) AS d(dim, value)
+        GROUP BY r.channel_id, d.dim, d.value;
+    """
+
+
+def _update_statements() -> str:
+    """An update appends old rows as -1 and new rows as +1, skipping cells that cancel out."""
+    cube = ", ".join(CUBE_COLUMNS)
+    return f"""
+        INSERT INTO fi_count_cube_delta (channel_id, {cube}, n)
+        SELECT channel_id, {cube}, sum(n) FROM (
+            SELECT channel_id, {cube}, 1 AS n FROM new_rows
+            UNION ALL SELECT channel_id, {cube}, -1 FROM old_rows
+        ) changes GROUP BY channel_id, {cube} HAVING sum(n) <> 0;
+        INSERT INTO fi_count_hist_delta (channel_id, dim, value, n)
+        SELECT channel_id, dim, value, sum(n) FROM (
+            SELECT r.channel_id, d.dim, d.value, 1 AS n
+            FROM new_rows r CROSS JOIN LATERAL (VALUES {_dimension_sql("r")}) AS d(dim, value)
+            UNION ALL
+            SELECT r.channel_id, d.dim, d.value, -1
+            FROM old_rows r CROSS JOIN LATERAL (VALUES {_dimension_sql("r")}) AS d(dim, value)
+        ) changes GROUP BY channel_id, dim, value HAVING sum(n) <> 0;
+    """
+
+
+TABLE = "integrations_failedintegration"
+
+INSTALL_SQL = f"""
+CREATE TABLE fi_count_cube (
+    channel_id bigint NOT NULL,
+    reason_type varchar(15) NOT NULL,
+    is_active boolean NOT NULL,
+    content_type_id integer NOT NULL,
+    exhausted boolean NOT NULL,
+    n bigint NOT NULL,
+    PRIMARY KEY (channel_id, reason_type, is_active, content_type_id, exhausted)
+);
+CREATE TABLE fi_count_cube_delta (
+    id bigserial PRIMARY KEY,
+    channel_id bigint NOT NULL,
+    reason_type varchar(15) NOT NULL,
+    is_active boolean NOT NULL,
+    content_type_id integer NOT NULL,
+    exhausted boolean NOT NULL,
+    n bigint NOT NULL
+);
+CREATE INDEX fi_count_cube_delta_channel ON fi_count_cube_delta (channel_id);
+CREATE TABLE fi_count_hist (
+    channel_id bigint NOT NULL,
+    dim smallint NOT NULL,
+    value bigint NOT NULL,
+    n bigint NOT NULL,
+    PRIMARY KEY (channel_id, dim, value) INCLUDE (n)
+);
+CREATE TABLE fi_count_hist_delta (
+    id bigserial PRIMARY KEY,
+    channel_id bigint NOT NULL,
+    dim smallint NOT NULL,
+    value bigint NOT NULL,
+    n bigint NOT NULL
+);
+CREATE INDEX fi_count_hist_delta_channel ON fi_count_hist_delta (channel_id, dim, value);
+
+CREATE FUNCTION fi_count_hour(ts timestamptz) RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS
+$$ SELECT floor(extract(epoch FROM ts) / {HOUR})::bigint $$;
+
+CREATE FUNCTION fi_count_after_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN {_delta_statements("new_rows", "")} RETURN NULL; END $$;
+CREATE FUNCTION fi_count_after_update() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN {_update_statements()} RETURN NULL; END $$;
+CREATE FUNCTION fi_count_after_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN {_delta_statements("old_rows", "-")} RETURN NULL; END $$;
+CREATE FUNCTION fi_count_after_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    TRUNCATE fi_count_cube, fi_count_cube_delta, fi_count_hist, fi_count_hist_delta;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER fi_count_insert AFTER INSERT ON {TABLE}
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION fi_count_after_insert();
+CREATE TRIGGER fi_count_update AFTER UPDATE ON {TABLE}
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION fi_count_after_update();
+CREATE TRIGGER fi_count_delete AFTER DELETE ON {TABLE}
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION fi_count_after_delete();
+CREATE TRIGGER fi_count_truncate AFTER TRUNCATE ON {TABLE}
+    FOR EACH STATEMENT EXECUTE FUNCTION fi_count_after_truncate();
+
+CREATE FUNCTION fi_count_compact(p_channel bigint) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    -- One compaction per channel at a time; the others have nothing left to do.
+    IF NOT pg_try_advisory_xact_lock(
+        hashtext('fi_count_compact'), mod(p_channel, 2147483647)::int
+    ) THEN
+        RETURN;
+    END IF;
+    WITH moved AS (
+        DELETE FROM fi_count_cube_delta WHERE channel_id = p_channel
+        RETURNING channel_id, {", ".join(CUBE_COLUMNS)}, n
+    )
+    INSERT INTO fi_count_cube AS c (channel_id, {", ".join(CUBE_COLUMNS)}, n)
+    SELECT channel_id, {", ".join(CUBE_COLUMNS)}, sum(n) FROM moved
+    GROUP BY channel_id, {", ".join(CUBE_COLUMNS)}
+    ORDER BY channel_id, {", ".join(CUBE_COLUMNS)}
+    ON CONFLICT (channel_id, {", ".join(CUBE_COLUMNS)}) DO UPDATE SET n = c.n + excluded.n;
+    WITH moved AS (
+        DELETE FROM fi_count_hist_delta WHERE channel_id = p_channel
+        RETURNING channel_id, dim, value, n
+    )
+    INSERT INTO fi_count_hist AS h (channel_id, dim, value, n)
+    SELECT channel_id, dim, value, sum(n) FROM moved GROUP BY channel_id, dim, value
+    ORDER BY channel_id, dim, value
+    ON CONFLICT (channel_id, dim, value) DO UPDATE SET n = h.n + excluded.n;
+    DELETE FROM fi_count_cube WHERE channel_id = p_channel AND n = 0;
+    DELETE FROM fi_count_hist WHERE channel_id = p_channel AND n = 0;
+END $$;
+
+-- Counts of the rows already there.
+INSERT INTO fi_count_cube_delta (channel_id, {", ".join(CUBE_COLUMNS)}, n)
+SELECT channel_id, {", ".join(CUBE_COLUMNS)}, count(*) FROM {TABLE}
+GROUP BY channel_id, {", ".join(CUBE_COLUMNS)};
+INSERT INTO fi_count_hist_delta (channel_id, dim, value, n)
+SELECT r.channel_id, d.dim, d.value, count(*)
+FROM {TABLE} r CROSS JOIN LATERAL (VALUES {_dimension_sql("r")}) AS d(dim, value)
+GROUP BY r.channel_id, d.dim, d.value;
+SELECT fi_count_compact(channel_id) FROM (SELECT DISTINCT channel_id FROM fi_count_cube_delta) c;
+"""
+
+UNINSTALL_SQL = f"""
+DROP TRIGGER IF EXISTS fi_count_insert ON {TABLE};
+DROP TRIGGER IF EXISTS fi_count_update ON {TABLE};
+DROP TRIGGER IF EXISTS fi_count_delete ON {TABLE};
+DROP TRIGGER IF EXISTS fi_count_truncate ON {TABLE};
+DROP FUNCTION IF EXISTS fi_count_after_insert, fi_count_after_update, fi_count_after_delete,
+    fi_count_after_truncate, fi_count_compact, fi_count_hour;
+DROP TABLE IF EXISTS fi_count_cube, fi_count_cube_delta, fi_count_hist, fi_count_hist_delta;
+"""
+
+
+def supported() -> bool:
+    return connection.vendor == "postgresql"
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+CUBE_FILTERS = {
+    # parameter: (cube column, whether the value is a list)
+    "reason_type": ("reason_type", False),
+    "reason_type__in": ("reason_type", True),
+    "is_active": ("is_active", False),
+    "content_type": ("content_type_id", False),
+    "content_type__in": ("content_type_id", True),
+    "exhausted": ("exhausted", False),
+}
+RANGE_OPERATORS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+
+def count_sql(channel_id: int, filters: tuple[tuple[str, Any, Any], ...]) -> tuple[str, list]:
+    """A statement answering (count, deltas met) for the filters, or ("", []) when the counts
+    cannot answer them. `filters` are a ListQuery's (name, filter, value) triples."""
+    names = [name for name, _, _ in filters]
+    if all(name in CUBE_FILTERS for name in names):
+        return _cube_sql(channel_id, filters)
+    if len(filters) == 1:
+        name, _, value = filters[0]
+        if name in ("expiration_date__isnull", "integration_action__isnull", "log_id__isnull"):
+            column = name.removesuffix("__isnull")
+            column = "integration_action_id" if column == "integration_action" else column
+            return _null_sql(channel_id, column, value)
+        if name == "expired":
+            return _expired_sql(channel_id, value)
+        column, _, lookup = name.partition("__")
+        if column in DIMENSION_OF and DIMENSION_OF[column][1] != "null":
+            if lookup in RANGE_OPERATORS:
+                return _range_sql(channel_id, column, RANGE_OPERATORS[lookup], value)
+            if lookup == "" and DIMENSION_OF[column][1] == "value":
+                return _range_sql(channel_id, column, "=", value)
+    return "", []
+
+
+def _sum_sql(base: str, delta: str, where: str) -> str:
+    return (
+        f"SELECT coalesce(sum(n), 0)::bigint, count(*) FILTER (WHERE delta) FROM ("
+        f"SELECT n, false AS delta FROM {base} WHERE {where} "
+        f"UNION ALL SELECT n, true FROM {delta} WHERE {where}) AS counts"
+    )
+
+
+def _cube_sql(channel_id: int, filters) -> tuple[str, list]:
+    conditions, params = ["channel_id = %s"], [channel_id]
+    for name, _, value in filters:
+        column, is_list = CUBE_FILTERS[name]
+        conditions.append(f"{column} = ANY(%s)" if is_list else f"{column} = %s")
+        params.append(list(value) if is_list else value)
+    where = " AND ".join(conditions)
+    return _sum_sql("fi_count_cube", "fi_count_cube_delta", where), params * 2
+
+
+def _hist_sql(channel_id: int, dim: int, condition: str, params: list) -> tuple[str, list]:
+    where = f"channel_id = %s AND dim = %s AND {condition}"
+    return (
+        _sum_sql("fi_count_hist", "fi_count_hist_delta", where),
+        [channel_id, dim, *params] * 2,
+    )
+
+
+def _null_sql(channel_id: int, column: str, is_null: bool) -> tuple[str, list]:
+    number, unit = DIMENSION_OF[column]
+    if unit == "hour":
+        operator = "=" if is_null else "<>"
+        return _hist_sql(channel_id, number, f"value {operator} %s", [NULL_BUCKET])
+    return _hist_sql(channel_id, number, "value = %s", [int(is_null)])
+
+
+def _range_sql(channel_id: int, column: str, operator: str, value) -> tuple[str, list]:
+    number, unit = DIMENSION_OF[column]
+    if unit == "value":
+        return _hist_sql(channel_id, number, f"value {operator} %s", [value])
+    # Whole hours on the far side of the bound's hour come from the histogram; the rows of the
+    # bound's own hour are counted in the table, through its (channel, column) index.
+    bucket = _hour(value)
+    start = dt.datetime.fromtimestamp(bucket * HOUR, tz=dt.UTC)
+    end = start + dt.timedelta(hours=1)
+    whole = ">" if operator in (">", ">=") else "<"
+    sql, params = _hist_sql(
+        channel_id, number, f"value {whole} %s AND value <> %s", [bucket, NULL_BUCKET]
+    )
+    edge = (
+        f"SELECT count(*) FROM {TABLE} WHERE channel_id = %s AND {column} >= %s "
+        f"AND {column} < %s AND {column} {operator} %s"
+    )
+    return (
+        f"SELECT whole.sum + edge.count, whole.deltas FROM ({sql}) AS whole(sum, deltas), "
+        f"({edge}) AS edge(count)",
+        [*params, channel_id, start, end, value],
+    )
+
+
+def _expired_sql(channel_id: int, expired: bool) -> tuple[str, list]:
+    from django.utils import timezone
+
+    sql, params = _range_sql(channel_id, "expiration_date", "<", timezone.now())
+    if expired:
+        return sql, params
+    total_sql, total_params = _cube_sql(channel_id, ())
+    return (
+        f"SELECT total.sum - expired.sum, total.deltas + expired.deltas "
+        f"FROM ({total_sql}) AS total(sum, deltas), ({sql}) AS expired(sum, deltas)",
+        [*total_params, *params],
+    )
+
+
+def _hour(value: dt.datetime) -> int:
+    return int(value.timestamp() // HOUR)
+
+
+def count(channel_id: int, filters) -> int | None:
+    """The exact count for the filters from the counts, or None when they cannot answer."""
+    filters = tuple(item for item in filters if item[0] != "channel" or item[2] != channel_id)
+    if any(name == "channel" for name, _, _ in filters):
+        return 0  # a `channel` other than the URL's
+    sql, params = count_sql(channel_id, filters)
+    if not sql:
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        total, deltas = cursor.fetchone()
+    if deltas > COMPACT_AFTER_DELTAS:
+        compact(channel_id)
+    return total
+
+
+def compact(channel_id: int | None = None) -> None:
+    """Folds the deltas of one channel (or of every channel) into the base counts."""
+    with connection.cursor() as cursor:
+        if channel_id is None:
+            cursor.execute(
+                "SELECT fi_count_compact(channel_id) FROM "
+                "(SELECT DISTINCT channel_id FROM fi_count_cube_delta "
+                "UNION SELECT DISTINCT channel_id FROM fi_count_hist_delta) AS c"
+            )
+        else:
+            cursor.execute("SELECT fi_count_compact(%s)", [channel_id])
