@@ -100,7 +100,7 @@ class SQLFilter(django_filters.Filter):
     @property
     def column(self) -> str:
         name = "id" if self.field_name == "pk" else self.field_name
-        return FailedIntegration._meta.get_field(name.removesuffix("_id")).column
+        return FailedIntegration._meta.get_field(name).column
 
     def to_sql(self, value) -> tuple[str, list]:
         column = self.column

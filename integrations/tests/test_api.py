@@ -690,16 +690,18 @@ def test_fail_wrong_method_answers_json_405(api_client, channel, method, path, a
     assert response.json()["code"] == "method_not_allowed"
 
 
-def test_fail_server_fault_answers_json_500_without_traceback(api_client, channel, monkeypatch):
-    from integrations import selectors
+def test_fail_server_fault_answers_json_500_without_traceback(
+    api_client, channel, payload, monkeypatch
+):
+    from integrations import services
 
     def broken(**kwargs):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(selectors, "failed_integration_list", broken)
+    monkeypatch.setattr(services, "failed_integration_create", broken)
     api_client.raise_request_exception = False
 
-    response = api_client.get(list_url(channel.pk))
+    response = api_client.post(list_url(channel.pk), payload, format="json")
 
     assert response.status_code == 500
     assert response["Content-Type"] == "application/json"

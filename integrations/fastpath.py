@@ -1,0 +1,189 @@
+"""The read fast path (PostgreSQL): a retrieve or a list page in one SQL statement.
+
+Reads are most of the traffic and the part that must stay fast at millions of rows. For a GET
+of a record or of a list page, this middleware authenticates, checks the channel, counts and
+fetches the page in a single statement, and PostgreSQL writes the JSON of the records itself
+(`row_to_json`), so that no Python object is made per record.
+
+It answers only the successful case. Anything else (no or bad token, unknown channel or record,
+a bad parameter, a page past the end) goes on to the regular DRF view, which finds the same
+problem and answers it in the one place errors are made: the two paths cannot disagree on an
+error, and the regular path is the reference the test suite compares the fast one against.
+"""
+
+from __future__ import annotations
+
+import re
+
+import orjson
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, connection
+from django.http import HttpResponse
+from rest_framework.exceptions import APIException
+
+from accounts.authentication import AUTHENTICATES_SQL, key_from_header
+from accounts.models import hash_key
+from common.fields import INT64_MAX
+from common.pagination import PageRequest, page_links
+
+from . import counts
+from .models import FailedIntegration
+from .query import ListQuery
+
+LIST_RE = re.compile(r"^/api/v1/channel/(\d{1,19})/failed_integrations/$")
+DETAIL_RE = re.compile(r"^/api/v1/channel/(\d{1,19})/failed_integrations/(\d{1,19})/$")
+
+TABLE = FailedIntegration._meta.db_table
+
+
+def _json_columns() -> str:
+    """The record's fields as the API answers them, for `row_to_json` (same names, same order
+    as `failed_integration_data`)."""
+    utc = "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+    columns = {
+        "pk": "id",
+        "channel": "channel_id",
+        "version_date": utc.format("version_date"),
+        "reason_type": "reason_type",
+        "is_active": "is_active",
+        "content_type": "content_type_id",
+        "object_id": "object_id",
+        "expiration_date": utc.format("expiration_date"),
+        "retry_count": "retry_count",
+        "max_retry_count": "max_retry_count",
+        "retry_interval": "retry_interval",
+        "integration_action": "integration_action_id",
+        "log_id": "log_id",
+        "created_date": utc.format("created_date"),
+        "modified_date": utc.format("modified_date"),
+    }
+    return ", ".join(f'{expression} AS "{name}"' for name, expression in columns.items())
+
+
+JSON_COLUMNS = _json_columns()
+
+# The token authenticates and its user may read the channel: the statement's guard.
+AUTHORIZED_CHANNEL_SQL = f"""
+    SELECT c.id FROM integrations_channel c
+    WHERE c.id = %s AND EXISTS (
+        SELECT 1 FROM accounts_token t JOIN auth_user u ON u.id = t.user_id
+        WHERE t.key_hash = %s AND {AUTHENTICATES_SQL}
+    )
+"""
+
+RETRIEVE_SQL = f"""
+    SELECT row_to_json(r)::text FROM (
+        SELECT {JSON_COLUMNS} FROM {TABLE}
+        WHERE channel_id = ({AUTHORIZED_CHANNEL_SQL}) AND id = %s
+    ) AS r
+"""
+
+
+def _enabled() -> bool:
+    return settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+
+
+class FastReadMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.enabled = _enabled()
+
+    def __call__(self, request):
+        if self.enabled and request.method == "GET":
+            response = self.answer(request)
+            if response is not None:
+                return response
+        return self.get_response(request)
+
+    def answer(self, request) -> HttpResponse | None:
+        path = request.path_info
+        if not path.startswith("/api/v1/channel/"):
+            return None
+        header = request.META.get("HTTP_AUTHORIZATION")
+        if not header:
+            return None
+        try:
+            key_hash = hash_key(key_from_header(header))
+            match = DETAIL_RE.match(path)
+            if match:
+                return retrieve(int(match[1]), int(match[2]), key_hash)
+            match = LIST_RE.match(path)
+            if match:
+                return list_page(request, int(match[1]), key_hash)
+        except APIException:
+            return None  # the regular view answers the error
+        except (OperationalError, InterfaceError):
+            # The regular view tries again on a checked connection, and answers 503 if the
+            # database is really down.
+            return None
+        return None
+
+
+def _fetchone(sql: str, params: list):
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()
+
+
+def _json_response(body: bytes) -> HttpResponse:
+    return HttpResponse(body, content_type="application/json")
+
+
+def retrieve(channel_id: int, pk: int, key_hash: str) -> HttpResponse | None:
+    if channel_id > INT64_MAX or pk > INT64_MAX:
+        return None
+    row = _fetchone(RETRIEVE_SQL, [channel_id, key_hash, pk])
+    if row is None:
+        return None
+    return _json_response(row[0].encode())
+
+
+def list_page(request, channel_id: int, key_hash: str) -> HttpResponse | None:
+    if channel_id > INT64_MAX:
+        return None
+    params = request.GET
+    page_request = PageRequest.from_query(params)
+    if page_request.offset > INT64_MAX:
+        return None  # necessarily past the end
+    query = ListQuery.from_params(params)
+    conditions, values = query.where_sql()
+    count_sql, count_params = counts.count_sql(channel_id, query.filters)
+    if not count_sql:
+        count_sql = f"SELECT count(*), 0 FROM {TABLE} WHERE " + " AND ".join(
+            ["channel_id = %s", *conditions]
+        )
+        count_params = [channel_id, *values]
+    where = " AND ".join(["channel_id = (SELECT id FROM allowed)", *conditions])
+    sql = f"""
+        WITH allowed AS ({AUTHORIZED_CHANNEL_SQL}),
+        page AS (
+            SELECT {JSON_COLUMNS} FROM {TABLE} WHERE {where}
+            ORDER BY {query.order_sql()} LIMIT %s OFFSET %s
+        )
+        SELECT
+            (SELECT id FROM allowed),
+            counted.total,
+            counted.deltas,
+            (SELECT coalesce(string_agg(row_to_json(p)::text, ','), '')
+             FROM (SELECT * FROM page) AS p)
+        FROM ({count_sql}) AS counted(total, deltas)
+    """
+    row = _fetchone(
+        sql,
+        [
+            channel_id,
+            key_hash,
+            *values,
+            page_request.limit,
+            page_request.offset,
+            *count_params,
+        ],
+    )
+    allowed, total, deltas, results = row
+    if allowed is None or (page_request.page > 1 and page_request.offset >= total):
+        return None
+    if deltas > counts.COMPACT_AFTER_DELTAS:
+        counts.compact(channel_id)
+    next_url, previous_url = page_links(request, page_request, total)
+    head = orjson.dumps({"count": total, "next": next_url, "previous": previous_url})
+    return _json_response(b'%s,"results":[%s]}' % (head[:-1], results.encode()))

@@ -1,0 +1,99 @@
+"""The read fast path (PostgreSQL) answers exactly what the regular views answer, in one
+statement."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from rest_framework.test import APIRequestFactory, force_authenticate
+
+from integrations.api.views import FailedIntegrationDetailView, FailedIntegrationListView
+from integrations.tests.test_filtersets import CASES, records  # noqa: F401 (fixture)
+
+pytestmark = [pytest.mark.django_db, pytest.mark.postgres_only]
+
+
+def regular_answer(user, channel, path: str, params: dict, pk: int | None = None):
+    """The answer of the DRF view itself, without the middleware in front of it."""
+    request = APIRequestFactory().get(path, params)
+    force_authenticate(request, user=user)
+    if pk is None:
+        response = FailedIntegrationListView.as_view()(request, channel_id=channel.pk)
+    else:
+        response = FailedIntegrationDetailView.as_view()(request, channel_id=channel.pk, pk=pk)
+    response.render()
+    return response.status_code, json.loads(response.content)
+
+
+def fast_answer(client, path: str, params: dict):
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(path, params)
+    return response.status_code, response.json(), len(queries)
+
+
+def test_a_list_page_is_one_statement(api_client, staff_user, channel, records):  # noqa: F811
+    path = f"/api/v1/channel/{channel.pk}/failed_integrations/"
+
+    status, body, statements = fast_answer(api_client, path, {"limit": 2})
+
+    assert (status, statements) == (200, 1)
+    assert (status, body) == regular_answer(staff_user, channel, path, {"limit": 2})
+
+
+def test_a_record_is_one_statement(api_client, staff_user, channel, records):  # noqa: F811
+    record = records["c"]
+    path = f"/api/v1/channel/{channel.pk}/failed_integrations/{record.pk}/"
+
+    status, body, statements = fast_answer(api_client, path, {})
+
+    assert (status, statements) == (200, 1)
+    assert (status, body) == regular_answer(staff_user, channel, path, {}, pk=record.pk)
+
+
+@pytest.mark.parametrize(("param", "value", "expected"), CASES)
+def test_every_filter_answers_as_the_regular_view(
+    api_client,
+    staff_user,
+    channel,
+    records,
+    param,
+    value,
+    expected,  # noqa: F811
+):
+    value = value(records) if callable(value) else value
+    path = f"/api/v1/channel/{channel.pk}/failed_integrations/"
+    params = {param: value, "limit": 3}
+    fast_answer(api_client, path, params)  # content types are cached after their first use
+
+    status, body, statements = fast_answer(api_client, path, params)
+
+    assert (status, body) == regular_answer(staff_user, channel, path, params)
+    assert statements == 1
+    assert body["count"] == len(expected)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"sort": "-expiration_date", "limit": 2, "page": 2},
+        {"sort": "retry_count,-version_date"},
+        {"sort": "expiration_date", "reason_type": "remote"},
+        {"page": 3, "limit": 1, "is_active": "true"},
+    ],
+)
+def test_sorts_and_pages_answer_as_the_regular_view(
+    api_client,
+    staff_user,
+    channel,
+    records,
+    params,  # noqa: F811
+):
+    path = f"/api/v1/channel/{channel.pk}/failed_integrations/"
+
+    status, body, _ = fast_answer(api_client, path, params)
+
+    assert status == 200
+    assert (status, body) == regular_answer(staff_user, channel, path, params)
