@@ -50,6 +50,12 @@ def page_links(request, page_request: PageRequest, count: int) -> tuple[str | No
     return next_url, previous_url
 
 
+def cursor_link(request, token: str) -> str:
+    """The URL of the next page in cursor mode (`page` has no meaning there)."""
+    url = remove_query_param(request.build_absolute_uri(), PAGE_PARAM)
+    return replace_query_param(url, "cursor", token)
+
+
 def check_page_exists(page_request: PageRequest, count: int) -> None:
     if page_request.page > 1 and page_request.offset >= count:
         raise NotFound("Invalid page.")

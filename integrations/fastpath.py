@@ -24,9 +24,10 @@ from rest_framework.exceptions import APIException
 from accounts.authentication import AUTHENTICATES_SQL, key_from_header
 from accounts.models import hash_key
 from common.fields import INT64_MAX
-from common.pagination import PageRequest, page_links
+from common.pagination import PageRequest, cursor_link, page_links
 
 from . import counts
+from .cursor import CURSOR_PARAM, after_sql, cursor_request
 from .models import FailedIntegration
 from .query import ListQuery
 
@@ -146,6 +147,7 @@ def list_page(request, channel_id: int, key_hash: str) -> HttpResponse | None:
     if page_request.offset > INT64_MAX:
         return None  # necessarily past the end
     query = ListQuery.from_params(params)
+    cursor = cursor_request(params.get(CURSOR_PARAM), query.sort)
     conditions, values = query.where_sql()
     count_sql, count_params = counts.count_sql(channel_id, query.filters)
     if not count_sql:
@@ -153,37 +155,53 @@ def list_page(request, channel_id: int, key_hash: str) -> HttpResponse | None:
             ["channel_id = %s", *conditions]
         )
         count_params = [channel_id, *values]
-    where = " AND ".join(["channel_id = (SELECT id FROM allowed)", *conditions])
-    sql = f"""
-        WITH allowed AS ({AUTHORIZED_CHANNEL_SQL}),
-        page AS (
-            SELECT {JSON_COLUMNS} FROM {TABLE} WHERE {where}
-            ORDER BY {query.order_sql()} LIMIT %s OFFSET %s
+    where = " AND ".join(["fi.channel_id = (SELECT id FROM allowed)", *conditions])
+    records = f"SELECT {JSON_COLUMNS} FROM {TABLE} AS fi WHERE {where}"
+    if cursor is None:
+        page_sql = f"{records} ORDER BY {query.order_sql('fi')} LIMIT %s OFFSET %s"
+        page_params = [*values, page_request.limit, page_request.offset]
+        results_sql = "coalesce(string_agg(row_to_json(p)::text, ','), '')"
+    else:
+        # One more record than the page, to know whether there is a next page.
+        size = page_request.limit + 1
+        parts = after_sql(cursor, "fi")
+        page_sql = "SELECT * FROM ({}) AS parts LIMIT %s".format(
+            " UNION ALL ".join(
+                f"({records} AND {condition} ORDER BY {order} LIMIT %s)"
+                for condition, _, order in parts
+            )
         )
+        page_params = [
+            value for _, part_params, _ in parts for value in (*values, *part_params, size)
+        ]
+        page_params.append(size)
+        results_sql = "array_agg(row_to_json(p)::text)"
+    sql = f"""
+        WITH allowed AS ({AUTHORIZED_CHANNEL_SQL}), page AS ({page_sql})
         SELECT
             (SELECT id FROM allowed),
             counted.total,
             counted.deltas,
-            (SELECT coalesce(string_agg(row_to_json(p)::text, ','), '')
-             FROM (SELECT * FROM page) AS p)
+            (SELECT {results_sql} FROM page AS p)
         FROM ({count_sql}) AS counted(total, deltas)
     """
-    row = _fetchone(
-        sql,
-        [
-            channel_id,
-            key_hash,
-            *values,
-            page_request.limit,
-            page_request.offset,
-            *count_params,
-        ],
-    )
+    row = _fetchone(sql, [channel_id, key_hash, *page_params, *count_params])
     allowed, total, deltas, results = row
-    if allowed is None or (page_request.page > 1 and page_request.offset >= total):
+    if allowed is None:
         return None
+    if cursor is None and page_request.page > 1 and page_request.offset >= total:
+        return None  # the regular view answers 404
     if deltas > counts.COMPACT_AFTER_DELTAS:
         counts.compact(channel_id)
-    next_url, previous_url = page_links(request, page_request, total)
+    if cursor is None:
+        next_url, previous_url = page_links(request, page_request, total)
+    else:
+        results = results or []
+        next_url = previous_url = None
+        if len(results) > page_request.limit:
+            results = results[: page_request.limit]
+            last = orjson.loads(results[-1])
+            next_url = cursor_link(request, cursor.encode(last[cursor.field], last["pk"]))
+        results = ",".join(results)
     head = orjson.dumps({"count": total, "next": next_url, "previous": previous_url})
     return _json_response(b'%s,"results":[%s]}' % (head[:-1], results.encode()))

@@ -88,11 +88,13 @@ class ListQuery:
             parameters.extend(values)
         return conditions, parameters
 
-    def order_sql(self) -> str:
+    def order_sql(self, alias: str) -> str:
+        """ORDER BY keys on the table's columns (qualified by `alias`, so that they never name
+        an output column of the same name, which no index could serve)."""
         return ", ".join(
-            f"{SORT_COLUMNS[name[1:]]} DESC NULLS FIRST"
+            f"{alias}.{SORT_COLUMNS[name[1:]]} DESC NULLS FIRST"
             if name.startswith("-")
-            else f"{SORT_COLUMNS[name]} ASC NULLS LAST"
+            else f"{alias}.{SORT_COLUMNS[name]} ASC NULLS LAST"
             for name in self.sort
         )
 

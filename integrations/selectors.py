@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
@@ -13,6 +14,7 @@ from rest_framework.exceptions import ValidationError
 from common.fields import INT64_MAX
 
 from . import counts
+from .cursor import CURSOR_PARAM, CursorRequest, after_q, cursor_request
 from .models import Channel, FailedIntegration
 from .query import ListQuery
 
@@ -36,14 +38,25 @@ def failed_integration_filter(*, channel: Channel, params) -> QuerySet[FailedInt
     return ListQuery.from_params(params).apply(failed_integration_list(channel=channel))
 
 
-def failed_integration_page_source(
-    *, channel: Channel, params
-) -> tuple[QuerySet[FailedIntegration], int | None]:
-    """The filtered records, and their exact count when the counts can answer it."""
+@dataclass(frozen=True)
+class ListSource:
+    queryset: QuerySet[FailedIntegration]  # filtered and sorted (after the cursor, if any)
+    count: int  # of the filtered records (all pages)
+    cursor: CursorRequest | None  # None: page mode
+
+
+def failed_integration_list_source(*, channel: Channel, params) -> ListSource:
+    """The records of a list request: filtered, sorted, from its cursor (if any), and their
+    exact count (from the counts when they can answer, else counted)."""
     query = ListQuery.from_params(params)
+    cursor = cursor_request(params.get(CURSOR_PARAM), query.sort)
     queryset = query.apply(failed_integration_list(channel=channel))
     total = counts.count(channel.pk, query.filters) if counts.supported() else None
-    return queryset, total
+    if total is None:
+        total = queryset.count()
+    if cursor is not None:
+        queryset = queryset.filter(after_q(cursor))
+    return ListSource(queryset=queryset, count=total, cursor=cursor)
 
 
 def failed_integration_get(*, channel: Channel, pk: int) -> FailedIntegration | None:

@@ -4,7 +4,7 @@ from rest_framework import status
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
-from common.pagination import paginated_response
+from common.pagination import PageRequest, cursor_link, paginated_response
 from common.views_base import JSONAPIView
 
 from .. import selectors, services
@@ -36,10 +36,28 @@ class ChannelScopedView(JSONAPIView):
 
 class FailedIntegrationListView(ChannelScopedView):
     def get(self, request, channel_id: int):
-        queryset, count = selectors.failed_integration_page_source(
+        source = selectors.failed_integration_list_source(
             channel=self.channel, params=request.query_params
         )
-        return paginated_response(request, queryset, failed_integration_data, count=count)
+        if source.cursor is None:
+            return paginated_response(
+                request, source.queryset, failed_integration_data, count=source.count
+            )
+        limit = PageRequest.from_query(request.query_params).limit
+        records = list(source.queryset[: limit + 1])
+        next_url = None
+        if len(records) > limit:
+            last = records[limit - 1]
+            token = source.cursor.encode(getattr(last, source.cursor.field), last.pk)
+            next_url = cursor_link(request, token)
+        return Response(
+            {
+                "count": source.count,
+                "next": next_url,
+                "previous": None,
+                "results": [failed_integration_data(record) for record in records[:limit]],
+            }
+        )
 
     def post(self, request, channel_id: int):
         failed = services.failed_integration_create(channel=self.channel, payload=request.data)

@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIRequestFactory, force_authenticate
 
 from integrations.api.views import FailedIntegrationDetailView, FailedIntegrationListView
-from integrations.tests.test_filtersets import CASES, records  # noqa: F401 (fixture)
+from integrations.tests.test_filtersets import CASES
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres_only]
 
@@ -34,7 +34,7 @@ def fast_answer(client, path: str, params: dict):
     return response.status_code, response.json(), len(queries)
 
 
-def test_a_list_page_is_one_statement(api_client, staff_user, channel, records):  # noqa: F811
+def test_a_list_page_is_one_statement(api_client, staff_user, channel, records):
     path = f"/api/v1/channel/{channel.pk}/failed_integrations/"
 
     status, body, statements = fast_answer(api_client, path, {"limit": 2})
@@ -43,7 +43,7 @@ def test_a_list_page_is_one_statement(api_client, staff_user, channel, records):
     assert (status, body) == regular_answer(staff_user, channel, path, {"limit": 2})
 
 
-def test_a_record_is_one_statement(api_client, staff_user, channel, records):  # noqa: F811
+def test_a_record_is_one_statement(api_client, staff_user, channel, records):
     record = records["c"]
     path = f"/api/v1/channel/{channel.pk}/failed_integrations/{record.pk}/"
 
@@ -61,7 +61,7 @@ def test_every_filter_answers_as_the_regular_view(
     records,
     param,
     value,
-    expected,  # noqa: F811
+    expected,
 ):
     value = value(records) if callable(value) else value
     path = f"/api/v1/channel/{channel.pk}/failed_integrations/"
@@ -89,7 +89,7 @@ def test_sorts_and_pages_answer_as_the_regular_view(
     staff_user,
     channel,
     records,
-    params,  # noqa: F811
+    params,
 ):
     path = f"/api/v1/channel/{channel.pk}/failed_integrations/"
 
@@ -97,3 +97,16 @@ def test_sorts_and_pages_answer_as_the_regular_view(
 
     assert status == 200
     assert (status, body) == regular_answer(staff_user, channel, path, params)
+
+
+@pytest.mark.parametrize("sort", ["pk", "-version_date", "expiration_date", "-expiration_date"])
+def test_a_cursor_walk_answers_as_the_regular_view(api_client, staff_user, channel, records, sort):
+    path = f"/api/v1/channel/{channel.pk}/failed_integrations/"
+    params = {"cursor": "*", "limit": 1, "sort": sort}
+    while True:
+        status, body, statements = fast_answer(api_client, path, params)
+        assert (status, statements) == (200, 1)
+        assert (status, body) == regular_answer(staff_user, channel, path, params)
+        if not body["next"]:
+            break
+        params = {**params, "cursor": body["next"].split("cursor=")[1].split("&")[0]}
