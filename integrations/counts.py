@@ -247,6 +247,30 @@ def count_sql(channel_id: int, filters: tuple[tuple[str, Any, Any], ...]) -> tup
     return "", []
 
 
+def group_counts(channel_id: int, filters, columns: list[str]) -> list[tuple] | None:
+    """Counts per group of cube `columns` ((*values, count) rows), or None when the counts
+    cannot answer (a filter or a group key outside the cube)."""
+    if not set(columns) <= set(CUBE_COLUMNS):
+        return None
+    if not all(name in CUBE_FILTERS for name, _, _ in filters):
+        return None
+    conditions, params = ["channel_id = %s"], [channel_id]
+    for name, _, value in filters:
+        column, is_list = CUBE_FILTERS[name]
+        conditions.append(f"{column} = ANY(%s)" if is_list else f"{column} = %s")
+        params.append(list(value) if is_list else value)
+    where = " AND ".join(conditions)
+    keys = ", ".join(columns)
+    sql = (
+        f"SELECT {keys}, sum(n)::bigint FROM (SELECT {keys}, n FROM fi_count_cube WHERE {where} "
+        f"UNION ALL SELECT {keys}, n FROM fi_count_cube_delta WHERE {where}) AS cells "
+        f"GROUP BY {keys} HAVING sum(n) <> 0"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params * 2)
+        return cursor.fetchall()
+
+
 def _sum_sql(base: str, delta: str, where: str) -> str:
     return (
         f"SELECT coalesce(sum(n), 0)::bigint, count(*) FILTER (WHERE delta) FROM ("

@@ -85,7 +85,29 @@ def parse_group_by(raw: str | None) -> list[str]:
 def failed_integration_stats(*, channel: Channel, params) -> dict[str, Any]:
     """One row per group with its count, largest groups first."""
     keys = parse_group_by(params.get("group_by"))
-    queryset = failed_integration_filter(channel=channel, params=params).order_by()
+    query = ListQuery.from_params(params)
+    columns = ["content_type_id" if key == "content_type" else key for key in keys]
+    rows = counts.group_counts(channel.pk, query.filters, columns) if counts.supported() else None
+    if rows is None:
+        rows = _group_rows(query.apply(failed_integration_list(channel=channel)), keys, columns)
+    rows.sort(key=lambda row: (-row[-1], *row[:-1]))
+    results = []
+    for *values, count in rows:
+        result = dict(zip(keys, values, strict=True))
+        if "content_type" in result:
+            result["content_type_name"] = _content_type_name(result["content_type"])
+        result["count"] = count
+        results.append(result)
+    return {
+        "count": sum(row["count"] for row in results),
+        "group_by": keys,
+        "results": results,
+    }
+
+
+def _group_rows(queryset, keys: list[str], columns: list[str]) -> list[tuple]:
+    """(*values, count) per group, counted in the table."""
+    queryset = queryset.order_by()
     if "expired" in keys:
         queryset = queryset.annotate(
             expired=Case(
@@ -94,20 +116,8 @@ def failed_integration_stats(*, channel: Channel, params) -> dict[str, Any]:
                 output_field=BooleanField(),
             )
         )
-    columns = ["content_type_id" if key == "content_type" else key for key in keys]
-    rows = queryset.values(*columns).annotate(count=Count("pk")).order_by("-count", *columns)
-    results = []
-    for row in rows:
-        result = {key: row[column] for key, column in zip(keys, columns, strict=True)}
-        if "content_type" in result:
-            result["content_type_name"] = _content_type_name(result["content_type"])
-        result["count"] = row["count"]
-        results.append(result)
-    return {
-        "count": sum(row["count"] for row in results),
-        "group_by": keys,
-        "results": results,
-    }
+    rows = queryset.values_list(*columns).annotate(count=Count("pk"))
+    return [tuple(row) for row in rows]
 
 
 def _content_type_name(content_type_id: int) -> str:

@@ -172,3 +172,36 @@ def test_reads_fold_the_deltas_when_many_have_piled_up(channel, make_failed, mon
         )
         assert cursor.fetchone()[0] == 0
     assert counts.count(channel.pk, ()) == 6
+
+
+@pytest.mark.postgres_only
+@pytest.mark.parametrize(
+    ("group_by", "params"),
+    [
+        ("reason_type", ""),
+        ("reason_type,content_type,is_active,exhausted", ""),
+        ("is_active", "reason_type=remote"),
+        ("content_type,exhausted", "reason_type__in=mapping,remote&is_active=true"),
+    ],
+)
+def test_group_counts_agree_with_grouping_the_table(
+    channel, make_failed, product_type, order_type, group_by, params
+):
+    from integrations.selectors import _group_rows
+
+    rng = random.Random(3)
+    scatter(make_failed, rng, 60, [product_type, order_type])
+    FailedIntegration.objects.filter(pk__in=FailedIntegration.objects.values("pk")[:10]).update(
+        is_active=False, retry_count=9
+    )
+    keys = group_by.split(",")
+    columns = ["content_type_id" if key == "content_type" else key for key in keys]
+    list_query = query(params)
+
+    from_counts = counts.group_counts(channel.pk, list_query.filters, columns)
+    from_table = _group_rows(
+        list_query.apply(FailedIntegration.objects.filter(channel=channel)), keys, columns
+    )
+
+    assert from_counts is not None
+    assert sorted(from_counts) == sorted(from_table)
