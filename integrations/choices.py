@@ -9,6 +9,41 @@ class ReasonType(models.TextChoices):
     CHANNEL_APP = "channel_app", "Channel app"
 
 
+class Resolution(models.TextChoices):
+    """Why an inactive record is no longer retried."""
+
+    RESOLVED = "resolved", "Resolved"  # the channel app took it, or a person closed it
+    SUPERSEDED = "superseded", "Superseded"  # a failure of a newer version came in
+    EXPIRED = "expired", "Expired"  # its expiration date passed
+
+
+class State(models.TextChoices):
+    """Where a record is in its retry life cycle (derived, read-only)."""
+
+    PENDING = "pending", "Pending"
+    DUE = "due", "Due"
+    IN_PROGRESS = "in_progress", "In progress"
+    RESOLVED = "resolved", "Resolved"
+    EXHAUSTED = "exhausted", "Exhausted"
+    PARKED = "parked", "Parked"
+    EXPIRED = "expired", "Expired"
+    SUPERSEDED = "superseded", "Superseded"
+
+
+class Backoff(models.TextChoices):
+    FIXED = "fixed", "Fixed: retry_interval between attempts"
+    EXPONENTIAL = "exponential", "Exponential: retry_interval x factor^attempts"
+
+
+class AttemptOutcome(models.TextChoices):
+    SUCCESS = "success", "Success (2xx)"
+    HTTP_ERROR = "http_error", "Non-2xx answer"
+    TIMEOUT = "timeout", "Timed out"
+    REFUSED = "refused", "Connection refused"
+    ERROR = "error", "Other transport error"
+    LEASE_LOST = "lease_lost", "Answer came after the lease expired (ignored)"
+
+
 class ChannelType(models.TextChoices):
     MARKETPLACE = "marketplace", "Marketplace"
     WEB = "web", "Web"

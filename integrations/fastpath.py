@@ -27,6 +27,7 @@ from common.fields import INT64_MAX
 from common.pagination import PageRequest, cursor_link, page_links
 
 from . import counts
+from .api.serializers import json_columns_sql
 from .cursor import CURSOR_PARAM, after_sql, cursor_request
 from .models import FailedIntegration
 from .query import ListQuery
@@ -37,35 +38,11 @@ DETAIL_RE = re.compile(r"^/api/v1/channel/(\d{1,19})/failed_integrations/(\d{1,1
 TABLE = FailedIntegration._meta.db_table
 
 
-def _json_columns() -> str:
-    """The record's fields as the API answers them, for `row_to_json` (same names, same order
-    as `failed_integration_data`)."""
-    utc = "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
-    columns = {
-        "pk": "id",
-        "channel": "channel_id",
-        "version_date": utc.format("version_date"),
-        "reason_type": "reason_type",
-        "is_active": "is_active",
-        "content_type": "content_type_id",
-        "object_id": "object_id",
-        "expiration_date": utc.format("expiration_date"),
-        "retry_count": "retry_count",
-        "max_retry_count": "max_retry_count",
-        "retry_interval": "retry_interval",
-        "integration_action": "integration_action_id",
-        "log_id": "log_id",
-        "created_date": utc.format("created_date"),
-        "modified_date": utc.format("modified_date"),
-    }
-    return ", ".join(f'{expression} AS "{name}"' for name, expression in columns.items())
-
-
-JSON_COLUMNS = _json_columns()
+JSON_COLUMNS = json_columns_sql("fi", has_endpoint="allowed.has_endpoint")
 
 # The token authenticates and its user may read the channel: the statement's guard.
 AUTHORIZED_CHANNEL_SQL = f"""
-    SELECT c.id FROM integrations_channel c
+    SELECT c.id, c.retry_endpoint <> '' AS has_endpoint FROM integrations_channel c
     WHERE c.id = %s AND EXISTS (
         SELECT 1 FROM accounts_token t JOIN auth_user u ON u.id = t.user_id
         WHERE t.key_hash = %s AND {AUTHENTICATES_SQL}
@@ -73,9 +50,10 @@ AUTHORIZED_CHANNEL_SQL = f"""
 """
 
 RETRIEVE_SQL = f"""
+    WITH allowed AS ({AUTHORIZED_CHANNEL_SQL})
     SELECT row_to_json(r)::text FROM (
-        SELECT {JSON_COLUMNS} FROM {TABLE}
-        WHERE channel_id = ({AUTHORIZED_CHANNEL_SQL}) AND id = %s
+        SELECT {JSON_COLUMNS} FROM {TABLE} AS fi, allowed
+        WHERE fi.channel_id = allowed.id AND fi.id = %s
     ) AS r
 """
 
@@ -147,16 +125,18 @@ def list_page(request, channel_id: int, key_hash: str) -> HttpResponse | None:
     if page_request.offset > INT64_MAX:
         return None  # necessarily past the end
     query = ListQuery.from_params(params)
+    if not all(flt.fast for _, flt, _ in query.filters):
+        return None
     cursor = cursor_request(params.get(CURSOR_PARAM), query.sort)
-    conditions, values = query.where_sql()
+    conditions, values = query.where_sql("fi")
     count_sql, count_params = counts.count_sql(channel_id, query.filters)
     if not count_sql:
-        count_sql = f"SELECT count(*), 0 FROM {TABLE} WHERE " + " AND ".join(
-            ["channel_id = %s", *conditions]
+        count_sql = f"SELECT count(*), 0 FROM {TABLE} AS fi WHERE " + " AND ".join(
+            ["fi.channel_id = %s", *conditions]
         )
         count_params = [channel_id, *values]
-    where = " AND ".join(["fi.channel_id = (SELECT id FROM allowed)", *conditions])
-    records = f"SELECT {JSON_COLUMNS} FROM {TABLE} AS fi WHERE {where}"
+    where = " AND ".join(["fi.channel_id = allowed.id", *conditions])
+    records = f"SELECT {JSON_COLUMNS} FROM {TABLE} AS fi, allowed WHERE {where}"
     if cursor is None:
         page_sql = f"{records} ORDER BY {query.order_sql('fi')} LIMIT %s OFFSET %s"
         page_params = [*values, page_request.limit, page_request.offset]

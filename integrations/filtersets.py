@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from common.fields import INT32_MAX, INT64_MAX, parse_datetime_utc
 
-from .choices import ReasonType
+from .choices import ReasonType, State
 from .models import FailedIntegration
 
 RANGE_LOOKUPS = ("gt", "gte", "lt", "lte")
@@ -94,16 +94,19 @@ class SQLFilter(django_filters.Filter):
     """A filter that can also write itself as SQL, for the list's fast path on PostgreSQL.
 
     `filter()` (django-filter's, for querysets) and `to_sql()` must select the same rows; the
-    test suite runs every filter through both.
+    test suite runs every filter through both. A filter with `fast = False` has no SQL form:
+    a list using it takes the regular path.
     """
+
+    fast = True
 
     @property
     def column(self) -> str:
         name = "id" if self.field_name == "pk" else self.field_name
         return FailedIntegration._meta.get_field(name).column
 
-    def to_sql(self, value) -> tuple[str, list]:
-        column = self.column
+    def to_sql(self, value, alias: str) -> tuple[str, list]:
+        column = f"{alias}.{self.column}"
         if self.lookup_expr == "in":
             return f"{column} = ANY(%s)", [list(value)]
         if self.lookup_expr == "isnull":
@@ -146,10 +149,10 @@ class ChannelFilter(IntegerFilter):
             return qs.none()
         return qs.filter(channel_id=value)
 
-    def to_sql(self, value) -> tuple[str, list]:
+    def to_sql(self, value, alias: str) -> tuple[str, list]:
         if not -INT64_MAX - 1 <= value <= INT64_MAX:
             return "FALSE", []
-        return "channel_id = %s", [value]
+        return f"{alias}.channel_id = %s", [value]
 
 
 class ExpiredFilter(BooleanFilter):
@@ -161,9 +164,35 @@ class ExpiredFilter(BooleanFilter):
         expired = Q(expiration_date__lt=timezone.now())
         return qs.filter(expired if value else ~expired)
 
-    def to_sql(self, value) -> tuple[str, list]:
-        expired = "(expiration_date IS NOT NULL AND expiration_date < %s)"
+    def to_sql(self, value, alias: str) -> tuple[str, list]:
+        expired = f"({alias}.expiration_date IS NOT NULL AND {alias}.expiration_date < %s)"
         return (expired if value else f"NOT {expired}"), [timezone.now()]
+
+
+class StateFilter(SQLFilter, django_filters.ChoiceFilter):
+    """The derived retry state (see engine.record_state)."""
+
+    fast = False
+
+    def filter(self, qs, value):
+        if value in (None, ""):
+            return qs
+        from .engine import state_q
+
+        return qs.filter(state_q(value, now=timezone.now()))
+
+
+class StateInFilter(django_filters.BaseInFilter, StateFilter):
+    def filter(self, qs, value):
+        if not value:
+            return qs
+        from .engine import state_q
+
+        now = timezone.now()
+        condition = Q(pk__in=[])
+        for state in value:
+            condition |= state_q(state, now=now)
+        return qs.filter(condition)
 
 
 class ContentTypeField(forms.Field):
@@ -263,6 +292,13 @@ class FailedIntegrationFilterSet(django_filters.FilterSet):
     locals().update(_lookups("max_retry_count", IntegerFilter, min_value=0, max_value=INT32_MAX))
     locals().update(_lookups("retry_interval", IntegerFilter, min_value=0, max_value=INT32_MAX))
     exhausted = BooleanFilter()
+    parked = BooleanFilter()
+    state = StateFilter(choices=State.choices)
+    state__in = StateInFilter(field_name="state", lookup_expr="in", choices=State.choices)
+    next_retry_at__isnull = BooleanFilter(field_name="next_retry_at", lookup_expr="isnull")
+    locals().update(_lookups("next_retry_at", DateTimeFilter))
+    locals().update(_lookups("last_attempt_at", DateTimeFilter))
+    locals().update(_lookups("resolved_at", DateTimeFilter))
     expired = ExpiredFilter(field_name="expiration_date")
     sort = SortFilter(fields=SORT_FIELDS)
 

@@ -7,7 +7,7 @@ from django.db.models import F, Q
 
 from common.fields import INT32_MAX
 
-from .choices import ChannelType, ReasonType
+from .choices import AttemptOutcome, Backoff, ChannelType, ReasonType, Resolution
 
 
 class Channel(models.Model):
@@ -97,6 +97,20 @@ class FailedIntegration(models.Model):
         db_persist=True,
     )
 
+    # --- the retry engine (see engine.py); none of these is written by the contract's fields
+    # Parked: not retried automatically while a fix is made.
+    parked = models.BooleanField(default=False)
+    # Why an inactive record is no longer retried, and since when.
+    resolution = models.CharField(max_length=16, choices=Resolution.choices, blank=True, default="")
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    # When the engine will next dispatch it; null: it will not on its own.
+    next_retry_at = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    # The worker holding it while an attempt runs, until when (a crashed worker's lease lapses).
+    lease_owner = models.CharField(max_length=64, blank=True, default="")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+
     class Meta:
         ordering = ["pk"]
         indexes = [
@@ -119,7 +133,106 @@ class FailedIntegration(models.Model):
             ),
             models.Index(fields=["channel", "object_id"], name="fi_channel_object_id"),
             models.Index(fields=["channel", "log_id"], name="fi_channel_log"),
+            models.Index(fields=["channel", "parked", "id"], name="fi_channel_parked"),
+            # What the workers claim: only scheduled records are in it.
+            models.Index(
+                fields=["next_retry_at"],
+                name="fi_scheduled",
+                condition=Q(next_retry_at__isnull=False),
+            ),
+            # What retention purges and expiry deactivates.
+            models.Index(
+                fields=["modified_date"], name="fi_inactive", condition=Q(is_active=False)
+            ),
+            models.Index(
+                fields=["expiration_date"],
+                name="fi_active_expiring",
+                condition=Q(is_active=True, expiration_date__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.reason_type} failure of {self.content_type_id}:{self.object_id}"
+
+
+class RetryPolicy(models.Model):
+    """How records of one reason type are retried on one channel.
+
+    Without a policy: `mapping` is not retried automatically (a person fixes the mapping, then
+    retries it or updates the record), `remote` and `channel_app` are, every retry_interval.
+    """
+
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="retry_policies")
+    reason_type = models.CharField(max_length=15, choices=ReasonType.choices)
+    auto_retry = models.BooleanField(default=True)
+    backoff = models.CharField(max_length=16, choices=Backoff.choices, default=Backoff.FIXED)
+    backoff_factor = models.FloatField(default=2.0)
+    # The longest wait between two attempts, in seconds (exponential backoff).
+    max_delay = models.PositiveIntegerField(default=24 * 3600)
+    # Up to this fraction of the wait is added at random, so that retries spread out.
+    jitter = models.FloatField(default=0.0)
+
+    class Meta:
+        ordering = ["channel", "reason_type"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["channel", "reason_type"], name="retry_policy_unique_per_reason"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.reason_type} on channel {self.channel_id}"
+
+
+class RetryAttempt(models.Model):
+    """One dispatch of a failed integration to its channel app."""
+
+    failed_integration = models.ForeignKey(
+        FailedIntegration, on_delete=models.CASCADE, related_name="attempts"
+    )
+    number = models.PositiveIntegerField()
+    idempotency_key = models.CharField(max_length=64, unique=True)
+    worker = models.CharField(max_length=64)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, choices=AttemptOutcome.choices, blank=True)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["failed_integration", "number"]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of {self.failed_integration_id}: {self.outcome}"
+
+
+class EngineEvent(models.Model):
+    """An event to tell the world about (retries ran out), sent by the worker: an outbox, so
+    that it is recorded in the same transaction as what caused it and sent at least once."""
+
+    kind = models.CharField(max_length=32)
+    failed_integration = models.ForeignKey(
+        FailedIntegration, on_delete=models.CASCADE, related_name="+"
+    )
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="+")
+    # What makes it unique: one exhaustion event per record and retry count.
+    key = models.CharField(max_length=128, unique=True)
+    payload = models.JSONField()
+    created_date = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    delivery_attempts = models.PositiveIntegerField(default=0)
+    next_delivery_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["pk"]
+        indexes = [
+            models.Index(
+                fields=["next_delivery_at"],
+                name="engine_event_undelivered",
+                condition=Q(delivered_at__isnull=True),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} of {self.failed_integration_id}"

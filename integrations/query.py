@@ -78,12 +78,12 @@ class ListQuery:
             queryset = flt.filter(queryset, value)
         return queryset.order_by(*(sort_expression(name) for name in self.sort))
 
-    def where_sql(self) -> tuple[list[str], list[Any]]:
-        """SQL conditions (to be AND-ed) and their parameters."""
+    def where_sql(self, alias: str) -> tuple[list[str], list[Any]]:
+        """SQL conditions on the table aliased `alias` (to be AND-ed) and their parameters."""
         conditions: list[str] = []
         parameters: list[Any] = []
         for _, flt, value in self.filters:
-            condition, values = flt.to_sql(value)
+            condition, values = flt.to_sql(value, alias)
             conditions.append(condition)
             parameters.extend(values)
         return conditions, parameters

@@ -12,6 +12,7 @@ from rest_framework.exceptions import ValidationError
 
 from common.exceptions import InvalidBody
 
+from . import engine
 from .models import Channel, FailedIntegration
 from .validation import check_references, validate_item
 
@@ -26,10 +27,27 @@ def _validated(payload: Any, *, channel_id: int, partial: bool = False) -> dict[
 
 
 def failed_integration_create(*, channel: Channel, payload: Any) -> FailedIntegration:
-    """Validates a channel app's report of one failure and records it."""
+    """Validates a channel app's report of one failure and records it (scheduled for retry by
+    its policy; superseding older failures of the same object, or superseded by a newer one)."""
     failed = FailedIntegration(channel=channel, **_validated(payload, channel_id=channel.pk))
-    failed.save(force_insert=True)
-    return failed
+    return _record([failed], channel=channel)[0]
+
+
+def _record(records: list[FailedIntegration], *, channel: Channel) -> list[FailedIntegration]:
+    now = timezone.now()
+    for record in records:
+        record.created_date = record.modified_date = now
+    engine.schedule(records, now=now)
+    with transaction.atomic():
+        engine.lock_objects(channel.pk, records)
+        if len(records) == 1:
+            records[0].save(force_insert=True)
+        else:
+            FailedIntegration.objects.bulk_create(records)
+        superseded = engine.supersede(channel.pk, records, now=now)
+    if superseded:
+        engine.refresh_life_cycle(records)
+    return records
 
 
 def failed_integration_bulk_create(*, channel: Channel, payload: Any) -> list[FailedIntegration]:
@@ -73,14 +91,8 @@ def failed_integration_bulk_create(*, channel: Channel, payload: Any) -> list[Fa
                 "items": invalid,
             }
         )
-    now = timezone.now()
-    records = [
-        FailedIntegration(channel=channel, created_date=now, modified_date=now, **values)
-        for values, _ in checked
-    ]
-    with transaction.atomic():
-        FailedIntegration.objects.bulk_create(records)
-    return records
+    records = [FailedIntegration(channel=channel, **values) for values, _ in checked]
+    return _record(records, channel=channel)
 
 
 def failed_integration_update(
@@ -89,9 +101,14 @@ def failed_integration_update(
     """Writes only the fields the payload names, so that concurrent updates of other fields are
     all kept; answers the record as stored afterwards."""
     values = _validated(payload, channel_id=failed.channel_id, partial=partial)
+    was_active = failed.is_active
     for name, value in values.items():
         setattr(failed, name, value)
-    failed.save(update_fields=[*values, "modified_date"])
+    changed = [*values, "modified_date", *engine.after_update(failed, was_active=was_active)]
+    with transaction.atomic():
+        failed.save(update_fields=changed)
+        if "version_date" in values or values.get("is_active"):
+            engine.supersede(failed.channel_id, [failed], now=timezone.now())
     failed.refresh_from_db()
     return failed
 

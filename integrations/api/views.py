@@ -27,6 +27,9 @@ class ChannelScopedView(JSONAPIView):
             raise NotFound(CHANNEL_NOT_FOUND)
         self.channel = channel
 
+    def data(self, failed: FailedIntegration) -> dict:
+        return failed_integration_data(failed, has_endpoint=bool(self.channel.retry_endpoint))
+
     def get_failed_integration(self, pk: int) -> FailedIntegration:
         failed = selectors.failed_integration_get(channel=self.channel, pk=pk)
         if failed is None:
@@ -40,9 +43,7 @@ class FailedIntegrationListView(ChannelScopedView):
             channel=self.channel, params=request.query_params
         )
         if source.cursor is None:
-            return paginated_response(
-                request, source.queryset, failed_integration_data, count=source.count
-            )
+            return paginated_response(request, source.queryset, self.data, count=source.count)
         limit = PageRequest.from_query(request.query_params).limit
         records = list(source.queryset[: limit + 1])
         next_url = None
@@ -55,13 +56,13 @@ class FailedIntegrationListView(ChannelScopedView):
                 "count": source.count,
                 "next": next_url,
                 "previous": None,
-                "results": [failed_integration_data(record) for record in records[:limit]],
+                "results": [self.data(record) for record in records[:limit]],
             }
         )
 
     def post(self, request, channel_id: int):
         failed = services.failed_integration_create(channel=self.channel, payload=request.data)
-        return Response(failed_integration_data(failed), status=status.HTTP_201_CREATED)
+        return Response(self.data(failed), status=status.HTTP_201_CREATED)
 
 
 class FailedIntegrationBulkView(ChannelScopedView):
@@ -72,7 +73,7 @@ class FailedIntegrationBulkView(ChannelScopedView):
             channel=self.channel, payload=request.data
         )
         return Response(
-            {"count": len(records), "results": [failed_integration_data(r) for r in records]},
+            {"count": len(records), "results": [self.data(record) for record in records]},
             status=status.HTTP_201_CREATED,
         )
 
@@ -88,7 +89,7 @@ class FailedIntegrationStatsView(ChannelScopedView):
 
 class FailedIntegrationDetailView(ChannelScopedView):
     def get(self, request, channel_id: int, pk: int):
-        return Response(failed_integration_data(self.get_failed_integration(pk)))
+        return Response(self.data(self.get_failed_integration(pk)))
 
     def put(self, request, channel_id: int, pk: int):
         return self._update(request, pk, partial=False)
@@ -100,7 +101,7 @@ class FailedIntegrationDetailView(ChannelScopedView):
         failed = services.failed_integration_update(
             failed=self.get_failed_integration(pk), payload=request.data, partial=partial
         )
-        return Response(failed_integration_data(failed))
+        return Response(self.data(failed))
 
     def delete(self, request, channel_id: int, pk: int):
         services.failed_integration_delete(failed=self.get_failed_integration(pk))

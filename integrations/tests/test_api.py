@@ -33,7 +33,13 @@ def payload(channel, product_type) -> dict:
     }
 
 
-def record_json(failed: FailedIntegration) -> dict:
+def utc(value):
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if value else None
+
+
+def record_json(failed: FailedIntegration, state: str = "exhausted") -> dict:
+    """The answer for `failed` as stored; `state`: what the test expects it to be (a record
+    made with the defaults, one attempt of one allowed, is exhausted)."""
     failed.refresh_from_db()
     return {
         "pk": failed.pk,
@@ -55,6 +61,11 @@ def record_json(failed: FailedIntegration) -> dict:
         "log_id": failed.log_id,
         "created_date": failed.created_date.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "modified_date": failed.modified_date.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "state": state,
+        "next_retry_at": utc(failed.next_retry_at),
+        "last_attempt_at": utc(failed.last_attempt_at),
+        "last_error": failed.last_error,
+        "resolved_at": utc(failed.resolved_at),
     }
 
 
@@ -200,6 +211,11 @@ def test_create_answers_201_with_the_whole_object(api_client, channel, payload):
         "log_id": None,
         "created_date": "",
         "modified_date": "",
+        "state": "exhausted",
+        "next_retry_at": None,
+        "last_attempt_at": None,
+        "last_error": "",
+        "resolved_at": None,
     }
 
 
@@ -530,7 +546,7 @@ def test_fail_put_without_required_fields(api_client, channel, make_failed):
 
 def test_patch_changes_only_the_given_fields(api_client, channel, make_failed):
     failed = make_failed(retry_count=1, max_retry_count=3)
-    before = record_json(failed)
+    before = record_json(failed, state="pending")
 
     response = api_client.patch(
         detail_url(channel.pk, failed.pk),
@@ -539,18 +555,13 @@ def test_patch_changes_only_the_given_fields(api_client, channel, make_failed):
     )
 
     assert response.status_code == 200
-    after = record_json(failed)
+    after = record_json(failed, state="expired")  # its expiration date is in the past
     assert response.json() == after
     assert after["retry_count"] == 2
     assert after["expiration_date"] == "2025-12-31T22:00:00.000000Z"
-    assert {
-        k: v
-        for k, v in after.items()
-        if k not in {"retry_count", "expiration_date", "modified_date"}
-    } == {
-        k: v
-        for k, v in before.items()
-        if k not in {"retry_count", "expiration_date", "modified_date"}
+    changed = {"retry_count", "expiration_date", "modified_date", "state"}
+    assert {k: v for k, v in after.items() if k not in changed} == {
+        k: v for k, v in before.items() if k not in changed
     }
     assert after["modified_date"] > before["modified_date"]
 

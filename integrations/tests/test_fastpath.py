@@ -11,6 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIRequestFactory, force_authenticate
 
 from integrations.api.views import FailedIntegrationDetailView, FailedIntegrationListView
+from integrations.query import FILTERS
 from integrations.tests.test_filtersets import CASES
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres_only]
@@ -71,7 +72,8 @@ def test_every_filter_answers_as_the_regular_view(
     status, body, statements = fast_answer(api_client, path, params)
 
     assert (status, body) == regular_answer(staff_user, channel, path, params)
-    assert statements == 1
+    # A filter without an SQL form leaves the list to the regular view.
+    assert statements == 1 if FILTERS[param].fast else statements > 1
     assert body["count"] == len(expected)
 
 
