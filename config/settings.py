@@ -253,3 +253,13 @@ LOGGING = {
 
 # Bulk intake: the most items one request may carry.
 BULK_MAX_ITEMS = env_int("BULK_MAX_ITEMS", 1000, minimum=1)
+
+# The retry engine (see README, "The retry life cycle").
+RETRY_TIMEOUT_SECONDS = env_int("RETRY_TIMEOUT_SECONDS", 10, minimum=1)
+RETRY_LEASE_SECONDS = env_int("RETRY_LEASE_SECONDS", 120, minimum=1)
+WORKER_CONCURRENCY = env_int("WORKER_CONCURRENCY", 8, minimum=1)
+WORKER_BATCH = env_int("WORKER_BATCH", 32, minimum=1)
+# Inactive records unchanged for this many days are purged.
+RETENTION_DAYS = env_int("RETENTION_DAYS", 30, minimum=1)
+# Where "retries ran out" events are POSTed (JSON); empty: they are only logged.
+EXHAUSTION_WEBHOOK_URL = os.environ.get("EXHAUSTION_WEBHOOK_URL", "").strip()

@@ -4,6 +4,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.validators import MaxValueValidator
 from django.db import models
 from django.db.models import F, Q
+from django.utils import timezone
 
 from common.fields import INT32_MAX
 
@@ -88,7 +89,8 @@ class FailedIntegration(models.Model):
         IntegrationAction, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     log_id = models.PositiveBigIntegerField(null=True, blank=True)
-    created_date = models.DateTimeField(auto_now_add=True)
+    # Set by the services when a record is made (the retry schedule starts from it).
+    created_date = models.DateTimeField(default=timezone.now, editable=False)
     modified_date = models.DateTimeField(auto_now=True)
     # Retries have run out: kept by the database, so that it can be indexed and counted.
     exhausted = models.GeneratedField(

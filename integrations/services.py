@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -13,6 +14,7 @@ from rest_framework.exceptions import ValidationError
 from common.exceptions import InvalidBody
 
 from . import engine
+from .choices import Resolution
 from .models import Channel, FailedIntegration
 from .validation import check_references, validate_item
 
@@ -120,3 +122,86 @@ def failed_integration_delete(*, failed: FailedIntegration) -> None:
 def content_type_get_or_create(*, app_label: str, model: str) -> tuple[ContentType, bool]:
     """Makes a kind of back-office object known to the service (idempotent)."""
     return ContentType.objects.get_or_create(app_label=app_label, model=model)
+
+
+# --- operator actions ------------------------------------------------------------------------
+
+ACTIONS = ("retry", "park", "unpark", "deactivate")
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    action: str
+    matched: int  # records the filters matched when the request arrived
+    affected: int  # records the action changed (or would change, in a dry run)
+    dry_run: bool
+
+    def as_dict(self) -> dict:
+        return {
+            "action": self.action,
+            "matched": self.matched,
+            "affected": self.affected,
+            "dry_run": self.dry_run,
+        }
+
+
+def failed_integration_action(
+    *, queryset, action: str, reset_count: bool = False, dry_run: bool = False
+) -> ActionResult:
+    """Applies an operator action to the records of `queryset` that it applies to:
+
+    * retry: active records are due now (unparked; `reset_count` sets retry_count to 0), even
+      exhausted or mapping ones;
+    * park: active records are not retried on their own until unparked;
+    * unpark: parked records are due now if their policy retries them (else left to a person);
+    * deactivate: active records are resolved (no longer retried).
+
+    Each change is one statement over the records that existed when it was asked for, so
+    records arriving meanwhile are not touched.
+    """
+    now = timezone.now()
+    queryset = queryset.order_by().filter(created_date__lte=now)
+    matched = queryset.count()
+    eligible = queryset.filter(is_active=True)
+    if action == "unpark":
+        eligible = eligible.filter(parked=True)
+    if dry_run:
+        return ActionResult(action, matched, eligible.count(), dry_run=True)
+    with transaction.atomic():
+        if action == "retry":
+            values = {"parked": False, "next_retry_at": now, "modified_date": now}
+            if reset_count:
+                values["retry_count"] = 0
+            affected = eligible.update(**values)
+        elif action == "park":
+            affected = eligible.update(parked=True, next_retry_at=None, modified_date=now)
+        elif action == "unpark":
+            affected = _unpark(eligible, now=now)
+        elif action == "deactivate":
+            affected = eligible.update(
+                is_active=False,
+                resolution=Resolution.RESOLVED,
+                resolved_at=now,
+                next_retry_at=None,
+                modified_date=now,
+            )
+        else:
+            raise ValueError(f"unknown action {action!r}")
+    return ActionResult(action, matched, affected, dry_run=False)
+
+
+def _unpark(eligible, *, now) -> int:
+    """Unparks: due now where the policy retries on its own and retries remain."""
+    channel_ids = set(eligible.values_list("channel_id", flat=True).distinct())
+    affected = 0
+    for channel_id in channel_ids:
+        policies = engine.policies_for(channel_id)
+        auto = [reason for reason, policy in policies.items() if policy.auto_retry]
+        in_channel = eligible.filter(channel_id=channel_id)
+        affected += in_channel.filter(reason_type__in=auto, exhausted=False).update(
+            parked=False, next_retry_at=now, modified_date=now
+        )
+        affected += in_channel.filter(parked=True).update(
+            parked=False, next_retry_at=None, modified_date=now
+        )
+    return affected

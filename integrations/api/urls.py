@@ -2,13 +2,19 @@ from __future__ import annotations
 
 from django.urls import path
 
+from ..services import ACTIONS
 from .content_types import ContentTypeListView
 from .views import (
+    FailedIntegrationActionView,
+    FailedIntegrationAttemptsView,
+    FailedIntegrationBulkActionView,
     FailedIntegrationBulkView,
     FailedIntegrationDetailView,
     FailedIntegrationListView,
     FailedIntegrationStatsView,
 )
+
+RECORD_ACTIONS = ("retry", "park", "unpark")
 
 urlpatterns = [
     path("content_types/", ContentTypeListView.as_view(), name="content-type-list"),
@@ -31,5 +37,26 @@ urlpatterns = [
         "channel/<int:channel_id>/failed_integrations/<int:pk>/",
         FailedIntegrationDetailView.as_view(),
         name="failed-integration-detail",
+    ),
+    path(
+        "channel/<int:channel_id>/failed_integrations/<int:pk>/attempts/",
+        FailedIntegrationAttemptsView.as_view(),
+        name="failed-integration-attempts",
+    ),
+    *(
+        path(
+            f"channel/<int:channel_id>/failed_integrations/{action}/",
+            FailedIntegrationBulkActionView.as_view(action_name=action),
+            name=f"failed-integration-bulk-{action}",
+        )
+        for action in ACTIONS
+    ),
+    *(
+        path(
+            f"channel/<int:channel_id>/failed_integrations/<int:pk>/{action}/",
+            FailedIntegrationActionView.as_view(action_name=action),
+            name=f"failed-integration-{action}",
+        )
+        for action in RECORD_ACTIONS
     ),
 ]

@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 from rest_framework import status
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 
+from common.exceptions import Conflict
+from common.fields import format_datetime_utc
 from common.pagination import PageRequest, cursor_link, paginated_response
 from common.views_base import JSONAPIView
 
 from .. import selectors, services
-from ..models import Channel, FailedIntegration
+from ..models import Channel, FailedIntegration, RetryAttempt
 from .serializers import failed_integration_data
 
 CHANNEL_NOT_FOUND = "Channel not found."
@@ -106,3 +108,91 @@ class FailedIntegrationDetailView(ChannelScopedView):
     def delete(self, request, channel_id: int, pk: int):
         services.failed_integration_delete(failed=self.get_failed_integration(pk))
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def action_options(request) -> dict[str, bool]:
+    """`dry_run` and `reset_count` of an action's (optional) body, both false by default."""
+    data = request.data if request.stream is not None else {}
+    if not isinstance(data, dict):
+        raise ValidationError(
+            {"non_field_errors": [f"Expected an object, but got {type(data).__name__}."]}
+        )
+    options, errors = {}, {}
+    for name in ("dry_run", "reset_count"):
+        options[name] = data.get(name, False)
+        if not isinstance(options[name], bool):
+            errors[name] = ["Must be a boolean (true or false)."]
+    if errors:
+        raise ValidationError(errors)
+    return options
+
+
+class FailedIntegrationBulkActionView(ChannelScopedView):
+    """`POST .../failed_integrations/{retry,park,unpark,deactivate}/?<list filters>`, body
+    optional: `{"dry_run": true}` answers the count without acting; `{"reset_count": true}` with
+    retry sets retry_count to 0."""
+
+    body_required = False
+    action_name = ""
+
+    def post(self, request, channel_id: int):
+        options = action_options(request)
+        queryset = selectors.failed_integration_filter(
+            channel=self.channel, params=request.query_params
+        )
+        result = services.failed_integration_action(
+            queryset=queryset,
+            action=self.action_name,
+            reset_count=options["reset_count"],
+            dry_run=options["dry_run"],
+        )
+        return Response(result.as_dict())
+
+
+class FailedIntegrationActionView(ChannelScopedView):
+    """`POST .../{id}/{retry,park,unpark}/`: the action on one record; answers the record."""
+
+    body_required = False
+    action_name = ""
+
+    def post(self, request, channel_id: int, pk: int):
+        options = action_options(request)
+        failed = self.get_failed_integration(pk)
+        if not failed.is_active and self.action_name in ("retry", "park"):
+            raise Conflict(f"Failed integration {pk} is not active; it cannot be {self.past}.")
+        services.failed_integration_action(
+            queryset=FailedIntegration.objects.filter(pk=failed.pk),
+            action=self.action_name,
+            reset_count=options["reset_count"],
+        )
+        failed.refresh_from_db()
+        return Response(self.data(failed))
+
+    @property
+    def past(self) -> str:
+        return {"retry": "retried", "park": "parked"}.get(self.action_name, self.action_name)
+
+
+class FailedIntegrationAttemptsView(ChannelScopedView):
+    """Every attempt the engine made for one record, oldest first."""
+
+    def get(self, request, channel_id: int, pk: int):
+        failed = self.get_failed_integration(pk)
+        return paginated_response(
+            request,
+            RetryAttempt.objects.filter(failed_integration=failed).order_by("number"),
+            attempt_data,
+        )
+
+
+def attempt_data(attempt: RetryAttempt) -> dict:
+    return {
+        "number": attempt.number,
+        "started_at": format_datetime_utc(attempt.started_at),
+        "finished_at": format_datetime_utc(attempt.finished_at),
+        "outcome": attempt.outcome or None,
+        "http_status": attempt.http_status,
+        "error": attempt.error,
+        "worker": attempt.worker,
+        "idempotency_key": attempt.idempotency_key,
+    }

@@ -1,0 +1,383 @@
+"""The worker: claims due failed integrations, dispatches them to their channel apps, records
+the outcomes; and keeps the rest of the life cycle moving (expiry, retention, events, counts).
+
+Several workers may run against one PostgreSQL database, on as many machines: a claim takes
+due records with `SELECT ... FOR UPDATE SKIP LOCKED`, so no two workers take the same record,
+and leases them for `lease` seconds. A worker that dies leaves its leases to lapse; the records
+are then due again and another worker takes them. An outcome is written only while the lease
+is still the worker's own, so a late answer never counts twice. On SQLite one worker runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import httpx
+import orjson
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from . import counts, engine
+from .api.serializers import failed_integration_data
+from .choices import AttemptOutcome, Resolution
+from .models import EngineEvent, FailedIntegration, RetryAttempt
+
+logger = logging.getLogger("integrations.worker")
+
+SIGNATURE_HEADER = "X-Signature"
+TIMESTAMP_HEADER = "X-Timestamp"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+EXHAUSTED = "failed_integration.exhausted"
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """`sha256=<hex>`: HMAC-SHA256 with the channel's secret over `<timestamp>.<body>`."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+@dataclass
+class Claimed:
+    record: FailedIntegration
+    endpoint: str
+    secret: str
+    attempt: RetryAttempt | None = None
+
+
+@dataclass
+class WorkerConfig:
+    concurrency: int = 8
+    batch: int = 32
+    lease: float = 60.0
+    timeout: float = 10.0
+    poll: float = 1.0
+    housekeeping_every: float = 30.0
+    name: str = field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    )
+
+
+class Worker:
+    def __init__(self, config: WorkerConfig, *, client: httpx.Client | None = None):
+        self.config = config
+        self.stopping = threading.Event()
+        self.client = client or httpx.Client(timeout=config.timeout, follow_redirects=False)
+        self.pool = ThreadPoolExecutor(max_workers=config.concurrency)
+        self.last_housekeeping = 0.0
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def run(self, *, once: bool = False) -> int:
+        """Works until stopped (or, with `once`, until nothing is due); answers the number of
+        attempts made."""
+        made = 0
+        while not self.stopping.is_set():
+            if not connection.in_atomic_block:
+                close_old_connections()  # as a request would: a lost connection is replaced
+            if time.monotonic() - self.last_housekeeping >= self.config.housekeeping_every:
+                self.housekeeping()
+            claimed = self.claim()
+            made += self.dispatch(claimed)
+            if once and not claimed:
+                break
+            if not claimed:
+                self.stopping.wait(self.config.poll)
+        self.pool.shutdown(wait=True)
+        return made
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def housekeeping(self) -> None:
+        self.last_housekeeping = time.monotonic()
+        expire_records()
+        purge_records()
+        deliver_events(self.client)
+        if counts.supported():
+            counts.compact()
+
+    # --- one batch --------------------------------------------------------------------------
+
+    def claim(self) -> list[Claimed]:
+        """Leases up to `batch` due records to this worker."""
+        now = timezone.now()
+        lease_until = now + dt.timedelta(seconds=self.config.lease)
+        with transaction.atomic():
+            due = (
+                FailedIntegration.objects.filter(
+                    next_retry_at__lte=now,
+                    is_active=True,
+                    parked=False,
+                    channel__is_active=True,
+                )
+                .exclude(channel__retry_endpoint="")
+                .exclude(lease_expires_at__gt=now)
+                .exclude(expiration_date__lte=now)
+                .order_by("next_retry_at")
+            )
+            if connection.features.has_select_for_update_skip_locked:
+                due = due.select_for_update(skip_locked=True, of=("self",))
+            ids = list(due.values_list("pk", flat=True)[: self.config.batch])
+            if not ids:
+                return []
+            FailedIntegration.objects.filter(pk__in=ids).update(
+                lease_owner=self.config.name, lease_expires_at=lease_until
+            )
+        records = FailedIntegration.objects.filter(pk__in=ids).select_related("channel")
+        return [
+            Claimed(record=r, endpoint=r.channel.retry_endpoint, secret=r.channel.signing_secret)
+            for r in records
+        ]
+
+    def dispatch(self, claimed: list[Claimed]) -> int:
+        """Attempts every claimed record (concurrently); releases them if stopped first."""
+        if not claimed:
+            return 0
+        for item in claimed:
+            item.attempt = start_attempt(item.record, worker=self.config.name)
+        results = list(self.pool.map(self.send, claimed))
+        for item, result in zip(claimed, results, strict=True):
+            finish_attempt(item, result, worker=self.config.name)
+        return len(claimed)
+
+    def send(self, item: Claimed) -> AttemptResult:
+        record, attempt = item.record, item.attempt
+        data = failed_integration_data(record, has_endpoint=True)
+        body = orjson.dumps(
+            {
+                "event": "failed_integration.retry",
+                "attempt": attempt.number,
+                "idempotency_key": attempt.idempotency_key,
+                "failed_integration": data,
+            }
+        )
+        timestamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "failed-integrations-retry/1",
+            TIMESTAMP_HEADER: timestamp,
+            IDEMPOTENCY_HEADER: attempt.idempotency_key,
+        }
+        if item.secret:
+            headers[SIGNATURE_HEADER] = sign(item.secret, timestamp, body)
+        try:
+            response = self.client.post(item.endpoint, content=body, headers=headers)
+        except httpx.TimeoutException as exc:
+            return AttemptResult(AttemptOutcome.TIMEOUT, None, f"timed out: {exc}")
+        except httpx.ConnectError as exc:
+            return AttemptResult(AttemptOutcome.REFUSED, None, f"connection failed: {exc}")
+        except httpx.HTTPError as exc:
+            return AttemptResult(AttemptOutcome.ERROR, None, f"{type(exc).__name__}: {exc}")
+        if 200 <= response.status_code < 300:
+            return AttemptResult(AttemptOutcome.SUCCESS, response.status_code, "")
+        return AttemptResult(
+            AttemptOutcome.HTTP_ERROR,
+            response.status_code,
+            f"HTTP {response.status_code}: {response.text[:1000]}",
+        )
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    outcome: str
+    http_status: int | None
+    error: str
+
+
+def start_attempt(record: FailedIntegration, *, worker: str) -> RetryAttempt:
+    number = (
+        RetryAttempt.objects.filter(failed_integration=record)
+        .order_by("-number")
+        .values_list("number", flat=True)
+        .first()
+        or 0
+    ) + 1
+    return RetryAttempt.objects.create(
+        failed_integration=record,
+        number=number,
+        idempotency_key=uuid.uuid4().hex,
+        worker=worker,
+        started_at=timezone.now(),
+    )
+
+
+def finish_attempt(item: Claimed, result: AttemptResult, *, worker: str) -> None:
+    """Writes the outcome to the record, while the lease is still this worker's."""
+    record, attempt = item.record, item.attempt
+    now = timezone.now()
+    mine = FailedIntegration.objects.filter(pk=record.pk, lease_owner=worker, is_active=True)
+    with transaction.atomic():
+        if result.outcome == AttemptOutcome.SUCCESS:
+            updated = mine.update(
+                is_active=False,
+                resolution=Resolution.RESOLVED,
+                resolved_at=now,
+                next_retry_at=None,
+                last_attempt_at=now,
+                last_error="",
+                lease_owner="",
+                lease_expires_at=None,
+                modified_date=now,
+            )
+        else:
+            record.retry_count += 1
+            record.last_attempt_at = now
+            policy = engine.policies_for(record.channel_id)[record.reason_type]
+            updated = mine.update(
+                retry_count=F("retry_count") + 1,
+                last_attempt_at=now,
+                last_error=engine.truncate(result.error),
+                next_retry_at=engine.next_retry_at(
+                    record, policy, now=now, attempts=attempt.number
+                ),
+                lease_owner="",
+                lease_expires_at=None,
+                modified_date=now,
+            )
+            if updated and record.retry_count >= record.max_retry_count:
+                record_exhaustion(record, now=now)
+        attempt.finished_at = now
+        attempt.outcome = result.outcome if updated else AttemptOutcome.LEASE_LOST
+        attempt.http_status = result.http_status
+        attempt.error = engine.truncate(result.error)
+        attempt.save(update_fields=["finished_at", "outcome", "http_status", "error"])
+    if not updated:
+        logger.warning(
+            "attempt %s of %s: the lease lapsed before the answer; ignored",
+            attempt.number,
+            record.pk,
+        )
+
+
+def record_exhaustion(record: FailedIntegration, *, now: dt.datetime) -> None:
+    """Logs the exhaustion and records its event (once per record and retry count)."""
+    logger.warning(
+        "failed integration %s (channel %s, %s) exhausted after %s attempts",
+        record.pk,
+        record.channel_id,
+        record.reason_type,
+        record.retry_count,
+    )
+    EngineEvent.objects.get_or_create(
+        key=f"exhausted:{record.pk}:{record.retry_count}",
+        defaults={
+            "kind": EXHAUSTED,
+            "failed_integration_id": record.pk,
+            "channel_id": record.channel_id,
+            "payload": {
+                "event": EXHAUSTED,
+                "failed_integration": record.pk,
+                "channel": record.channel_id,
+                "content_type": record.content_type_id,
+                "object_id": record.object_id,
+                "reason_type": record.reason_type,
+                "retry_count": record.retry_count,
+                "max_retry_count": record.max_retry_count,
+                "at": now.isoformat(),
+            },
+            "next_delivery_at": now,
+        },
+    )
+
+
+# --- housekeeping ---------------------------------------------------------------------------
+
+BATCH = 1000
+
+
+def expire_records(*, now: dt.datetime | None = None, batch: int = BATCH) -> int:
+    """Deactivates active records past their expiration date; answers how many."""
+    now = now or timezone.now()
+    total = 0
+    while True:
+        ids = list(
+            FailedIntegration.objects.filter(is_active=True, expiration_date__lte=now).values_list(
+                "pk", flat=True
+            )[:batch]
+        )
+        if not ids:
+            return total
+        total += FailedIntegration.objects.filter(pk__in=ids, is_active=True).update(
+            is_active=False,
+            resolution=Resolution.EXPIRED,
+            resolved_at=now,
+            next_retry_at=None,
+            modified_date=now,
+        )
+
+
+def purge_records(*, now: dt.datetime | None = None, batch: int = BATCH) -> int:
+    """Deletes inactive records unchanged for longer than the retention; answers how many."""
+    now = now or timezone.now()
+    before = now - dt.timedelta(days=settings.RETENTION_DAYS)
+    total = 0
+    while True:
+        ids = list(
+            FailedIntegration.objects.filter(is_active=False, modified_date__lt=before).values_list(
+                "pk", flat=True
+            )[:batch]
+        )
+        if not ids:
+            return total
+        total += (
+            FailedIntegration.objects.filter(pk__in=ids, is_active=False)
+            .delete()[1]
+            .get("integrations.FailedIntegration", 0)
+        )
+
+
+def deliver_events(client: httpx.Client, *, now: dt.datetime | None = None) -> int:
+    """Sends due events to EXHAUSTION_WEBHOOK_URL (when set; else they are only logged);
+    retries with a growing wait. Answers how many were delivered."""
+    now = now or timezone.now()
+    url = settings.EXHAUSTION_WEBHOOK_URL
+    delivered = 0
+    with transaction.atomic():
+        due = EngineEvent.objects.filter(delivered_at__isnull=True, next_delivery_at__lte=now)
+        if connection.features.has_select_for_update_skip_locked:
+            due = due.select_for_update(skip_locked=True)
+        events = list(due[:100])
+    for event in events:
+        error = ""
+        if url:
+            try:
+                response = client.post(
+                    url,
+                    content=orjson.dumps(event.payload),
+                    headers={"Content-Type": "application/json"},
+                )
+                if not 200 <= response.status_code < 300:
+                    error = f"HTTP {response.status_code}"
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+        event.delivery_attempts += 1
+        if error:
+            event.last_error = engine.truncate(error)
+            wait = min(2**event.delivery_attempts, 3600)
+            event.next_delivery_at = now + dt.timedelta(seconds=wait)
+        else:
+            event.delivered_at = now
+            delivered += 1
+        event.save(
+            update_fields=["delivery_attempts", "last_error", "next_delivery_at", "delivered_at"]
+        )
+    return delivered
+
+
+def release_leases(worker: str) -> int:
+    """Gives back what a stopping worker holds, so that others may take it at once."""
+    return FailedIntegration.objects.filter(lease_owner=worker).update(
+        lease_owner="", lease_expires_at=None
+    )
