@@ -417,3 +417,28 @@ def test_events_without_a_webhook_are_logged_only(retry_channel, product_type, r
 
     assert "exhausted after 3 attempts" in caplog.text
     assert EngineEvent.objects.get().delivered_at is not None
+
+
+def test_a_bulk_action_leaves_records_that_arrive_during_it(
+    retry_channel, product_type, api_client, monkeypatch
+):
+    from django.db.models.query import QuerySet
+
+    before = [report(retry_channel, product_type, object_id=n) for n in range(3)]
+    arrived = []
+    original_count = QuerySet.count
+
+    def count_then_arrive(self):
+        result = original_count(self)
+        if not arrived:  # a channel app reports a matching failure while the action runs
+            arrived.append(report(retry_channel, product_type, object_id=99))
+        return result
+
+    monkeypatch.setattr(QuerySet, "count", count_then_arrive)
+    response = api_client.post(
+        f"/api/v1/channel/{retry_channel.pk}/failed_integrations/park/?reason_type=remote"
+    )
+
+    assert response.json()["affected"] == 3
+    assert all(FailedIntegration.objects.get(pk=r.pk).parked for r in before)
+    assert not FailedIntegration.objects.get(pk=arrived[0].pk).parked

@@ -1,12 +1,17 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from integrations.demo import demo_setup
+
+BASE_DIR = Path(__file__).resolve().parents[3]
 
 
 class Command(BaseCommand):
@@ -26,12 +31,26 @@ class Command(BaseCommand):
         )
         parser.add_argument("--no-migrate", action="store_true", help="skip `migrate`")
         parser.add_argument(
+            "--with-worker",
+            action="store_true",
+            help="also run a retry worker (one process), so that failures are retried",
+        )
+        parser.add_argument(
             "--demo",
             action="store_true",
             help="embedded mode: make sure a demo channel and user exist and print a token",
         )
 
-    def handle(self, *args, bind: str, workers: int, no_migrate: bool, demo: bool, **options):
+    def handle(
+        self,
+        *args,
+        bind: str,
+        workers: int,
+        no_migrate: bool,
+        demo: bool,
+        with_worker: bool,
+        **options,
+    ):
         if workers < 1:
             raise CommandError("--workers must be at least 1.")
         if not no_migrate:
@@ -42,7 +61,17 @@ class Command(BaseCommand):
             self._print_demo(bind)
         from common.server import serve
 
-        serve(bind=bind, workers=workers)
+        worker, master = None, os.getpid()
+        if with_worker:
+            # A process of its own, stopped with the server (SIGTERM: it finishes its batch).
+            worker = subprocess.Popen([sys.executable, "manage.py", "run_worker"], cwd=BASE_DIR)
+        try:
+            serve(bind=bind, workers=workers)
+        finally:
+            # gunicorn's own workers are forks of this process: only the master stops it.
+            if worker is not None and os.getpid() == master:
+                worker.terminate()
+                worker.wait(timeout=60)
 
     def _print_demo(self, bind: str) -> None:
         demo = demo_setup()
