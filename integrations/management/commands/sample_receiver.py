@@ -42,7 +42,7 @@ class Command(BaseCommand):
                 valid = bool(secret) and hmac.compare_digest(signature, expected)
                 data = json.loads(body)
                 record = data["failed_integration"]
-                status = 503 if random.random() < fail_rate else 200
+                status = 503 if data["attempt"] <= fail_attempts else 200
                 if secret and not valid:
                     status = 401
                 out.write(
