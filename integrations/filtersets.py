@@ -190,7 +190,7 @@ class StateInFilter(django_filters.BaseInFilter, StateFilter):
 
         now = timezone.now()
         condition = Q(pk__in=[])
-        for state in value:
+        for state in dict.fromkeys(value):  # each state once
             condition |= state_q(state, now=now)
         return qs.filter(condition)
 

@@ -28,6 +28,8 @@ from rest_framework.views import APIView
 
 from common.fields import INT32_MAX, INT64_MAX
 
+from .api.urls import RECORD_ACTIONS
+from .choices import AttemptOutcome, State
 from .filtersets import (
     MAX_LIST_ITEMS,
     SORT_FIELDS,
@@ -39,12 +41,14 @@ from .filtersets import (
     SortFilter,
 )
 from .selectors import GROUP_KEYS
+from .services import ACTIONS
 
 CONTRACT_PATH = Path(__file__).resolve().parent / "contract" / "failed-integrations.openapi.json"
 LIST_PATH = "/api/v1/channel/{channel_id}/failed_integrations/"
 DETAIL_PATH = "/api/v1/channel/{channel_id}/failed_integrations/{id}/"
 STATS_PATH = "/api/v1/channel/{channel_id}/failed_integrations/stats/"
 BULK_PATH = "/api/v1/channel/{channel_id}/failed_integrations/bulk/"
+ATTEMPTS_PATH = "/api/v1/channel/{channel_id}/failed_integrations/{id}/attempts/"
 BODY_METHODS = {"post", "put", "patch"}
 
 _ERROR = {
@@ -96,6 +100,36 @@ READ_ONLY_FIELDS: dict[str, dict[str, Any]] = {
         "format": "date-time",
         "readOnly": True,
         "description": "When the record was last changed (UTC).",
+    },
+    "state": {
+        "type": "string",
+        "enum": list(State.values),
+        "readOnly": True,
+        "description": "Where the record is in its retry life cycle (see the README).",
+    },
+    "next_retry_at": {
+        "type": "string",
+        "format": "date-time",
+        "nullable": True,
+        "readOnly": True,
+        "description": "When the retry engine will try it next; null: not on its own.",
+    },
+    "last_attempt_at": {
+        "type": "string",
+        "format": "date-time",
+        "nullable": True,
+        "readOnly": True,
+    },
+    "last_error": {
+        "type": "string",
+        "readOnly": True,
+        "description": "The channel app's answer to the last failed attempt (truncated).",
+    },
+    "resolved_at": {
+        "type": "string",
+        "format": "date-time",
+        "nullable": True,
+        "readOnly": True,
     },
 }
 
@@ -366,10 +400,112 @@ def _bulk_path() -> dict[str, Any]:
     }
 
 
-def _add_error_responses(method: str, responses: dict[str, Any]) -> None:
+ACTION_HELP = {
+    "retry": "due now, even exhausted or mapping records; reset_count sets retry_count to 0",
+    "park": "not retried on its own until unparked",
+    "unpark": "due now if its policy retries it on its own",
+    "deactivate": "resolved: no longer retried",
+}
+
+
+def _action_path(action: str, *, bulk: bool) -> dict[str, Any]:
+    options = {
+        "type": "object",
+        "properties": {
+            "dry_run": {"type": "boolean", "default": False},
+            "reset_count": {"type": "boolean", "default": False},
+        },
+    }
+    parameters = [{"$ref": "#/components/parameters/channel_path"}]
+    if bulk:
+        parameters += [p for p in filter_parameters() if p["name"] != "channel"]
+        result = {
+            "type": "object",
+            "properties": {
+                "action": {"type": "string"},
+                "matched": {"type": "integer"},
+                "affected": {"type": "integer"},
+                "dry_run": {"type": "boolean"},
+            },
+            "required": ["action", "matched", "affected", "dry_run"],
+        }
+        summary = f"{action.capitalize()} every active record the filters match"
+    else:
+        parameters.append({"$ref": "#/components/parameters/id_path"})
+        result = _schema_ref("FailedIntegration")
+        summary = f"{action.capitalize()} one record"
+    responses = {
+        "200": _json(result, "Done" if bulk else "The record afterwards"),
+        "401": {"$ref": "#/components/responses/401"},
+        "404": {"$ref": "#/components/responses/404"},
+    }
+    if not bulk:
+        responses["409"] = _error_response("The record is not active.")
+    return {
+        "post": {
+            "summary": summary,
+            "description": f"{action}: {ACTION_HELP[action]}.",
+            "tags": ["RetryEngine"],
+            "parameters": parameters,
+            "requestBody": {
+                "required": False,
+                "content": {"application/json": {"schema": options}},
+            },
+            "responses": responses,
+        }
+    }
+
+
+def _attempts_path() -> dict[str, Any]:
+    attempt = {
+        "type": "object",
+        "properties": {
+            "number": {"type": "integer"},
+            "started_at": {"type": "string", "format": "date-time"},
+            "finished_at": {"type": "string", "format": "date-time", "nullable": True},
+            "outcome": {
+                "type": "string",
+                "nullable": True,
+                "enum": [*AttemptOutcome.values, None],
+            },
+            "http_status": {"type": "integer", "nullable": True},
+            "error": {"type": "string"},
+            "worker": {"type": "string"},
+            "idempotency_key": {"type": "string"},
+        },
+    }
+    page = {
+        "type": "object",
+        "properties": {
+            "count": {"type": "integer"},
+            "next": {"type": "string", "nullable": True},
+            "previous": {"type": "string", "nullable": True},
+            "results": {"type": "array", "items": attempt},
+        },
+    }
+    return {
+        "get": {
+            "summary": "The retry attempts of one record",
+            "tags": ["RetryEngine"],
+            "parameters": [
+                {"$ref": "#/components/parameters/channel_path"},
+                {"$ref": "#/components/parameters/id_path"},
+                {"$ref": "#/components/parameters/page"},
+                {"$ref": "#/components/parameters/limit"},
+            ],
+            "responses": {
+                "200": _json(page, "Attempts, oldest first"),
+                "401": {"$ref": "#/components/responses/401"},
+                "404": {"$ref": "#/components/responses/404"},
+            },
+        }
+    }
+
+
+def _add_error_responses(path: str, method: str, responses: dict[str, Any]) -> None:
     for status in ("400", "503") + (("413", "415") if method in BODY_METHODS else ()):
         responses.setdefault(status, {"$ref": f"#/components/responses/{status}"})
-    if method == "get":  # a page past the last
+    if method == "get" or "{id}" in path:  # a page past the last; a record not found
         responses.setdefault("404", {"$ref": "#/components/responses/404"})
 
 
@@ -418,11 +554,16 @@ def build_document(contract: dict[str, Any] | None = None) -> dict[str, Any]:
     )
     document["paths"][STATS_PATH] = _stats_path()
     document["paths"][BULK_PATH] = _bulk_path()
+    document["paths"][ATTEMPTS_PATH] = _attempts_path()
+    for action in ACTIONS:
+        document["paths"][f"{LIST_PATH}{action}/"] = _action_path(action, bulk=True)
+    for action in RECORD_ACTIONS:
+        document["paths"][f"{DETAIL_PATH}{action}/"] = _action_path(action, bulk=False)
     document["paths"]["/api/v1/auth/login/"] = copy.deepcopy(LOGIN_PATH)
     document["paths"]["/api/v1/content_types/"] = copy.deepcopy(CONTENT_TYPES_PATH)
     for operations in document["paths"].values():
         for method, operation in operations.items():
-            _add_error_responses(method, operation["responses"])
+            _add_error_responses(path, method, operation["responses"])
     document["info"]["description"] = (
         "Sales channel failed integrations. Unknown routes answer 404 and unsupported methods "
         "405 (with `Allow`), both as JSON `{detail, code}`."
