@@ -26,7 +26,7 @@ import httpx
 import orjson
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
-from django.db.models import F
+from django.db.models import Max
 from django.utils import timezone
 
 from . import counts, engine
@@ -142,14 +142,13 @@ class Worker:
         ]
 
     def dispatch(self, claimed: list[Claimed]) -> int:
-        """Attempts every claimed record (concurrently); releases them if stopped first."""
+        """Attempts every claimed record, concurrently, and records the outcomes; the database
+        work is a few statements per batch, not per record."""
         if not claimed:
             return 0
-        for item in claimed:
-            item.attempt = start_attempt(item.record, worker=self.config.name)
+        start_attempts(claimed, worker=self.config.name)
         results = list(self.pool.map(self.send, claimed))
-        for item, result in zip(claimed, results, strict=True):
-            finish_attempt(item, result, worker=self.config.name)
+        finish_attempts(claimed, results, worker=self.config.name)
         return len(claimed)
 
     def send(self, item: Claimed) -> AttemptResult:
@@ -196,31 +195,76 @@ class AttemptResult:
     error: str
 
 
-def start_attempt(record: FailedIntegration, *, worker: str) -> RetryAttempt:
-    number = (
-        RetryAttempt.objects.filter(failed_integration=record)
-        .order_by("-number")
-        .values_list("number", flat=True)
-        .first()
-        or 0
-    ) + 1
-    return RetryAttempt.objects.create(
-        failed_integration=record,
-        number=number,
-        idempotency_key=uuid.uuid4().hex,
-        worker=worker,
-        started_at=timezone.now(),
+def start_attempts(claimed: list[Claimed], *, worker: str) -> None:
+    """Records the attempts about to be made (numbered per record), in one statement."""
+    numbers = dict(
+        RetryAttempt.objects.filter(failed_integration__in=[c.record.pk for c in claimed])
+        .values("failed_integration")
+        .annotate(last=Max("number"))
+        .values_list("failed_integration", "last")
     )
-
-
-def finish_attempt(item: Claimed, result: AttemptResult, *, worker: str) -> None:
-    """Writes the outcome to the record, while the lease is still this worker's."""
-    record, attempt = item.record, item.attempt
     now = timezone.now()
-    mine = FailedIntegration.objects.filter(pk=record.pk, lease_owner=worker, is_active=True)
+    attempts = [
+        RetryAttempt(
+            failed_integration=item.record,
+            number=numbers.get(item.record.pk, 0) + 1,
+            idempotency_key=uuid.uuid4().hex,
+            worker=worker,
+            started_at=now,
+        )
+        for item in claimed
+    ]
+    RetryAttempt.objects.bulk_create(attempts)
+    for item, attempt in zip(claimed, attempts, strict=True):
+        item.attempt = attempt
+
+
+def finish_attempts(claimed: list[Claimed], results: list[AttemptResult], *, worker: str) -> None:
+    """Writes the outcomes to the records this worker still holds (a record whose lease lapsed
+    and was taken by another worker keeps that worker's outcome: `lease_lost` here)."""
+    now = timezone.now()
+    policies: dict[int, dict[str, engine.Policy]] = {}
     with transaction.atomic():
-        if result.outcome == AttemptOutcome.SUCCESS:
-            updated = mine.update(
+        held = set(
+            FailedIntegration.objects.select_for_update()
+            .filter(pk__in=[c.record.pk for c in claimed], lease_owner=worker, is_active=True)
+            .values_list("pk", flat=True)
+        )
+        resolved, failed, exhausted = [], [], []
+        for item, result in zip(claimed, results, strict=True):
+            record, attempt = item.record, item.attempt
+            attempt.finished_at = now
+            attempt.http_status = result.http_status
+            attempt.error = engine.truncate(result.error)
+            if record.pk not in held:
+                attempt.outcome = AttemptOutcome.LEASE_LOST
+                logger.warning(
+                    "attempt %s of %s: the lease lapsed before the answer; ignored",
+                    attempt.number,
+                    record.pk,
+                )
+                continue
+            attempt.outcome = result.outcome
+            record.lease_owner, record.lease_expires_at = "", None
+            record.last_attempt_at = record.modified_date = now
+            if result.outcome == AttemptOutcome.SUCCESS:
+                resolved.append(record.pk)
+                continue
+            if record.channel_id not in policies:
+                policies[record.channel_id] = engine.policies_for(record.channel_id)
+            record.retry_count += 1
+            record.last_error = attempt.error
+            record.next_retry_at = engine.next_retry_at(
+                record,
+                policies[record.channel_id][record.reason_type],
+                now=now,
+                attempts=attempt.number,
+            )
+            failed.append(record)
+            if record.retry_count >= record.max_retry_count:
+                exhausted.append(record)
+        if resolved:
+            FailedIntegration.objects.filter(pk__in=resolved).update(
                 is_active=False,
                 resolution=Resolution.RESOLVED,
                 resolved_at=now,
@@ -231,34 +275,24 @@ def finish_attempt(item: Claimed, result: AttemptResult, *, worker: str) -> None
                 lease_expires_at=None,
                 modified_date=now,
             )
-        else:
-            record.retry_count += 1
-            record.last_attempt_at = now
-            policy = engine.policies_for(record.channel_id)[record.reason_type]
-            updated = mine.update(
-                retry_count=F("retry_count") + 1,
-                last_attempt_at=now,
-                last_error=engine.truncate(result.error),
-                next_retry_at=engine.next_retry_at(
-                    record, policy, now=now, attempts=attempt.number
-                ),
-                lease_owner="",
-                lease_expires_at=None,
-                modified_date=now,
-            )
-            if updated and record.retry_count >= record.max_retry_count:
-                record_exhaustion(record, now=now)
-        attempt.finished_at = now
-        attempt.outcome = result.outcome if updated else AttemptOutcome.LEASE_LOST
-        attempt.http_status = result.http_status
-        attempt.error = engine.truncate(result.error)
-        attempt.save(update_fields=["finished_at", "outcome", "http_status", "error"])
-    if not updated:
-        logger.warning(
-            "attempt %s of %s: the lease lapsed before the answer; ignored",
-            attempt.number,
-            record.pk,
+        if failed:
+            FailedIntegration.objects.bulk_update(failed, FAILURE_FIELDS)
+        RetryAttempt.objects.bulk_update(
+            [c.attempt for c in claimed], ["finished_at", "outcome", "http_status", "error"]
         )
+        for record in exhausted:
+            record_exhaustion(record, now=now)
+
+
+FAILURE_FIELDS = (
+    "retry_count",
+    "last_attempt_at",
+    "last_error",
+    "next_retry_at",
+    "lease_owner",
+    "lease_expires_at",
+    "modified_date",
+)
 
 
 def record_exhaustion(record: FailedIntegration, *, now: dt.datetime) -> None:
