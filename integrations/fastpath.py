@@ -27,6 +27,7 @@ from common.fields import INT64_MAX
 from common.pagination import PageRequest, cursor_link, page_links
 
 from . import counts
+from .access import MAY_READ_SQL
 from .api.serializers import json_columns_sql
 from .cursor import CURSOR_PARAM, after_sql, cursor_request
 from .models import FailedIntegration
@@ -40,13 +41,13 @@ TABLE = FailedIntegration._meta.db_table
 
 JSON_COLUMNS = json_columns_sql("fi", has_endpoint="allowed.has_endpoint")
 
-# The token authenticates and its user may read the channel: the statement's guard.
+# The token authenticates and its user may read the channel (access.py): the statement's guard.
 AUTHORIZED_CHANNEL_SQL = f"""
-    SELECT c.id, c.retry_endpoint <> '' AS has_endpoint FROM integrations_channel c
-    WHERE c.id = %s AND EXISTS (
-        SELECT 1 FROM accounts_token t JOIN auth_user u ON u.id = t.user_id
-        WHERE t.key_hash = %s AND {AUTHENTICATES_SQL}
-    )
+    SELECT c.id, c.retry_endpoint <> '' AS has_endpoint
+    FROM integrations_channel c
+    JOIN accounts_token t ON t.key_hash = %s
+    JOIN auth_user u ON u.id = t.user_id
+    WHERE c.id = %s AND {AUTHENTICATES_SQL} AND {MAY_READ_SQL}
 """
 
 RETRIEVE_SQL = f"""
@@ -111,7 +112,7 @@ def _json_response(body: bytes) -> HttpResponse:
 def retrieve(channel_id: int, pk: int, key_hash: str) -> HttpResponse | None:
     if channel_id > INT64_MAX or pk > INT64_MAX:
         return None
-    row = _fetchone(RETRIEVE_SQL, [channel_id, key_hash, pk])
+    row = _fetchone(RETRIEVE_SQL, [key_hash, channel_id, pk])
     if row is None:
         return None
     return _json_response(row[0].encode())
@@ -165,7 +166,7 @@ def list_page(request, channel_id: int, key_hash: str) -> HttpResponse | None:
             (SELECT {results_sql} FROM page AS p)
         FROM ({count_sql}) AS counted(total, deltas)
     """
-    row = _fetchone(sql, [channel_id, key_hash, *page_params, *count_params])
+    row = _fetchone(sql, [key_hash, channel_id, *page_params, *count_params])
     allowed, total, deltas, results = row
     if allowed is None:
         return None

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.core.validators import MaxValueValidator
 from django.db import models
@@ -238,3 +239,25 @@ class EngineEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} of {self.failed_integration_id}"
+
+
+class ChannelGrant(models.Model):
+    """Lets a user (other than staff, who see every channel) at one channel's failures."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="channel_grants"
+    )
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="grants")
+    # False: a read-only grant (GET answers; writes answer 403).
+    can_write = models.BooleanField(default=True)
+    created_date = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["user", "channel"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "channel"], name="channel_grant_unique")
+        ]
+
+    def __str__(self) -> str:
+        mode = "read-write" if self.can_write else "read-only"
+        return f"{self.user} on channel {self.channel_id} ({mode})"

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 from rest_framework import status
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.response import Response
 
 from common.exceptions import Conflict
@@ -10,6 +11,7 @@ from common.pagination import PageRequest, cursor_link, paginated_response
 from common.views_base import JSONAPIView
 
 from .. import selectors, services
+from ..access import WRITE, channel_access
 from ..models import Channel, FailedIntegration, RetryAttempt
 from .serializers import failed_integration_data
 
@@ -18,15 +20,19 @@ FAILED_INTEGRATION_NOT_FOUND = "Failed integration not found."
 
 
 class ChannelScopedView(JSONAPIView):
-    """A view under /api/v1/channel/{channel_id}/: the channel must exist, else 404."""
+    """A view under /api/v1/channel/{channel_id}/: the channel must exist and be the user's
+    (else 404, the same answer); a write needs a read-write grant (else 403)."""
 
     channel: Channel
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
         channel = selectors.channel_get(channel_id=kwargs["channel_id"])
-        if channel is None:
+        access = channel_access(request.user, channel.pk) if channel is not None else None
+        if access is None:
             raise NotFound(CHANNEL_NOT_FOUND)
+        if request.method not in SAFE_METHODS and access != WRITE:
+            raise PermissionDenied("Your access to this channel is read-only.")
         self.channel = channel
 
     def data(self, failed: FailedIntegration) -> dict:

@@ -20,7 +20,7 @@ import pytest
 from django.contrib.contenttypes.models import ContentType
 
 from accounts.services import token_create
-from integrations.models import FailedIntegration, IntegrationAction
+from integrations.models import ChannelGrant, FailedIntegration, IntegrationAction
 from integrations.openapi import (
     DETAIL_PATH,
     LIST_PATH,
@@ -140,6 +140,7 @@ def steered_schema(live_server, channel, product_type, user, tmp_path, make_fail
     # A user without staff rights: adding content types answers 403 during the run, so the set
     # of valid content types stays the one the document lists.
     _, key = token_create(user=user, name="contract")
+    ChannelGrant.objects.create(user=user, channel=channel)
     actions = [
         IntegrationAction.objects.create(channel=channel, content_type=product_type, object_id=n)
         for n in (1, 2)
