@@ -8,6 +8,7 @@ from django.contrib.auth import authenticate
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
+from rest_framework.throttling import SimpleRateThrottle
 
 from common.views_base import JSONAPIView
 
@@ -21,11 +22,21 @@ class LoginSerializer(serializers.Serializer):
     password = serializers.CharField(max_length=4096, trim_whitespace=False, write_only=True)
 
 
+class LoginThrottle(SimpleRateThrottle):
+    """LOGIN_RATE attempts per client address, shared by every process (database cache)."""
+
+    scope = "login"
+
+    def get_cache_key(self, request, view):
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
 class LoginView(JSONAPIView):
     """`POST {"username", "password"}` answers `{"key": "..."}`, a new token for the user."""
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
+    throttle_classes = [LoginThrottle]
 
     def post(self, request):
         serializer = LoginSerializer(data=request.data)

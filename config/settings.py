@@ -206,6 +206,17 @@ PAGE_SIZE_MAX = env_int("PAGE_SIZE_MAX", 1000, minimum=1)
 # Tokens issued by the login endpoint expire after this many seconds (0: never).
 LOGIN_TOKEN_TTL_SECONDS = env_int("LOGIN_TOKEN_TTL_SECONDS", 30 * 24 * 3600)
 
+# Shared by every process (login throttling): a table in the database, made by a migration.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+        "LOCATION": "service_cache",
+    }
+}
+
+# Login attempts per client address (429 with Retry-After beyond).
+LOGIN_RATE = os.environ.get("LOGIN_RATE", "10/minute")
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.TokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -216,6 +227,9 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_VERSIONING_CLASS": None,
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
+    "DEFAULT_THROTTLE_RATES": {"login": LOGIN_RATE},
+    # Behind a proxy, the client's address is the first of X-Forwarded-For (see README).
+    "NUM_PROXIES": env_int("NUM_PROXIES", 0),
 }
 
 # Behind a TLS-terminating proxy, set SECURE_PROXY_SSL_HEADER=HTTP_X_FORWARDED_PROTO so that
@@ -233,7 +247,7 @@ if PRODUCTION:
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
-    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
 
 LOGGING = {
     "version": 1,

@@ -155,6 +155,7 @@ LOGIN_PATH = {
             },
         },
         "responses": {
+            "429": _error_response("Too many attempts from this address; see Retry-After."),
             "200": {
                 "description": "A new token",
                 "content": {

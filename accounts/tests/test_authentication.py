@@ -219,3 +219,31 @@ def test_create_token_command_for_an_existing_user(user):
 def test_fail_create_token_command_for_an_unknown_user():
     with pytest.raises(CommandError, match="pass --create"):
         call_command("create_token", "ghost")
+
+
+def test_fail_logins_beyond_the_rate_answer_429_with_retry_after(
+    anonymous_client, user, monkeypatch
+):
+    from accounts.api import LoginThrottle
+
+    monkeypatch.setattr(LoginThrottle, "THROTTLE_RATES", {"login": "3/minute"})
+    credentials = {"username": "operator", "password": "wrong"}
+
+    answers = [anonymous_client.post(LOGIN_URL, credentials, format="json") for _ in range(4)]
+
+    assert [a.status_code for a in answers] == [400, 400, 400, 429]
+    assert answers[3].json()["code"] == "throttled"
+    assert 0 < int(answers[3]["Retry-After"]) <= 60
+    # Even the right password waits: the address is throttled, not the guess.
+    good = {"username": "operator", "password": "s3cret-pass"}
+    assert anonymous_client.post(LOGIN_URL, good, format="json").status_code == 429
+
+
+def test_revoke_token_command(staff_user, anonymous_client, channel):
+    _, key = token_create(user=staff_user)
+    url = f"/api/v1/channel/{channel.pk}/failed_integrations/"
+    assert anonymous_client.get(url, HTTP_AUTHORIZATION=f"Token {key}").status_code == 200
+
+    call_command("revoke_token", key[:8], stdout=io.StringIO())
+
+    assert anonymous_client.get(url, HTTP_AUTHORIZATION=f"Token {key}").status_code == 401
