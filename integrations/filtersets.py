@@ -210,7 +210,7 @@ class ContentTypeField(forms.Field):
         try:
             if re.fullmatch(r"[0-9]{1,18}", value):
                 return ContentType.objects.get_for_id(int(value)).pk
-            if "." in value and len(value) <= 201:
+            if re.fullmatch(r"[a-z][a-z0-9_]{0,99}\.[a-z][a-z0-9_]{0,99}", value):
                 app_label, model = value.split(".", 1)
                 return ContentType.objects.get_by_natural_key(app_label, model).pk
         except ContentType.DoesNotExist:
