@@ -52,7 +52,7 @@ AUTHORIZED_CHANNEL_SQL = f"""
 
 RETRIEVE_SQL = f"""
     WITH allowed AS ({AUTHORIZED_CHANNEL_SQL})
-    SELECT row_to_json(r)::text FROM (
+    SELECT row_to_json(r)::text, r.pk, r.modified_date FROM (
         SELECT {JSON_COLUMNS} FROM {TABLE} AS fi, allowed
         WHERE fi.channel_id = allowed.id AND fi.id = %s
     ) AS r
@@ -115,7 +115,9 @@ def retrieve(channel_id: int, pk: int, key_hash: str) -> HttpResponse | None:
     row = _fetchone(RETRIEVE_SQL, [key_hash, channel_id, pk])
     if row is None:
         return None
-    return _json_response(row[0].encode())
+    response = _json_response(row[0].encode())
+    response["ETag"] = f'"{row[1]}-{row[2]}"'  # as serializers.etag writes it
+    return response
 
 
 def list_page(request, channel_id: int, key_hash: str) -> HttpResponse | None:

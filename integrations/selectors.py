@@ -59,10 +59,15 @@ def failed_integration_list_source(*, channel: Channel, params) -> ListSource:
     return ListSource(queryset=queryset, count=total, cursor=cursor)
 
 
-def failed_integration_get(*, channel: Channel, pk: int) -> FailedIntegration | None:
+def failed_integration_get(
+    *, channel: Channel, pk: int, for_update: bool = False
+) -> FailedIntegration | None:
     if not 0 < pk <= INT64_MAX:
         return None
-    return FailedIntegration.objects.filter(channel=channel, pk=pk).first()
+    queryset = FailedIntegration.objects.filter(channel=channel, pk=pk)
+    if for_update:
+        queryset = queryset.select_for_update()
+    return queryset.first()
 
 
 def parse_group_by(raw: str | None) -> list[str]:

@@ -163,8 +163,8 @@ def failed_integration_action(
     queryset = queryset.order_by().filter(created_date__lte=now)
     matched = queryset.count()
     eligible = queryset.filter(is_active=True)
-    if action == "unpark":
-        eligible = eligible.filter(parked=True)
+    if action in ("park", "unpark"):  # only records the action changes
+        eligible = eligible.filter(parked=action == "unpark")
     if dry_run:
         return ActionResult(action, matched, eligible.count(), dry_run=True)
     with transaction.atomic():

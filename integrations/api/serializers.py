@@ -55,6 +55,11 @@ def failed_integration_data(
     return data
 
 
+def etag(pk: int, modified_date: dt.datetime) -> str:
+    """A record's entity tag: it changes whenever the record does."""
+    return f'"{pk}-{format_datetime_utc(modified_date)}"'
+
+
 def json_columns_sql(alias: str, *, has_endpoint: str) -> str:
     """The same fields as SQL select-list items named as in the answer, for `row_to_json`."""
     utc = "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+from django.db import transaction
 from rest_framework import status
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.response import Response
 
-from common.exceptions import Conflict
+from common.exceptions import Conflict, PreconditionFailed
 from common.fields import format_datetime_utc
 from common.pagination import PageRequest, cursor_link, paginated_response
 from common.views_base import JSONAPIView
@@ -13,7 +14,7 @@ from common.views_base import JSONAPIView
 from .. import selectors, services
 from ..access import WRITE, channel_access
 from ..models import Channel, FailedIntegration, RetryAttempt
-from .serializers import failed_integration_data
+from .serializers import etag, failed_integration_data
 
 CHANNEL_NOT_FOUND = "Channel not found."
 FAILED_INTEGRATION_NOT_FOUND = "Failed integration not found."
@@ -96,8 +97,11 @@ class FailedIntegrationStatsView(ChannelScopedView):
 
 
 class FailedIntegrationDetailView(ChannelScopedView):
+    """A record. Answers carry an `ETag`; a write with `If-Match` that no longer matches (the
+    record changed since it was read) answers 412 and changes nothing."""
+
     def get(self, request, channel_id: int, pk: int):
-        return Response(self.data(self.get_failed_integration(pk)))
+        return self.answer(self.get_failed_integration(pk))
 
     def put(self, request, channel_id: int, pk: int):
         return self._update(request, pk, partial=False)
@@ -106,14 +110,35 @@ class FailedIntegrationDetailView(ChannelScopedView):
         return self._update(request, pk, partial=True)
 
     def _update(self, request, pk: int, *, partial: bool):
-        failed = services.failed_integration_update(
-            failed=self.get_failed_integration(pk), payload=request.data, partial=partial
-        )
-        return Response(self.data(failed))
+        with transaction.atomic():
+            failed = self.checked_for_write(request, pk)
+            failed = services.failed_integration_update(
+                failed=failed, payload=request.data, partial=partial
+            )
+        return self.answer(failed)
 
     def delete(self, request, channel_id: int, pk: int):
-        services.failed_integration_delete(failed=self.get_failed_integration(pk))
+        with transaction.atomic():
+            services.failed_integration_delete(failed=self.checked_for_write(request, pk))
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    def checked_for_write(self, request, pk: int) -> FailedIntegration:
+        """The record, locked for the write when the client made it conditional."""
+        if_match = request.META.get("HTTP_IF_MATCH")
+        if not if_match:
+            return self.get_failed_integration(pk)
+        failed = selectors.failed_integration_get(channel=self.channel, pk=pk, for_update=True)
+        if failed is None:
+            raise NotFound(FAILED_INTEGRATION_NOT_FOUND)
+        tags = {tag.strip() for tag in if_match.split(",")}
+        if "*" not in tags and etag(failed.pk, failed.modified_date) not in tags:
+            raise PreconditionFailed()
+        return failed
+
+    def answer(self, failed: FailedIntegration) -> Response:
+        response = Response(self.data(failed))
+        response["ETag"] = etag(failed.pk, failed.modified_date)
+        return response
 
 
 def action_options(request) -> dict[str, bool]:
