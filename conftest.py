@@ -26,6 +26,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_policy_cache():
+    """Channel ids come back between tests: no policy may outlive its test."""
+    from integrations.engine import forget_policies
+
+    forget_policies()
+    yield
+    forget_policies()
+
+
 @pytest.fixture
 def user(db):
     return get_user_model().objects.create_user(username="operator", password="s3cret-pass")

@@ -17,13 +17,12 @@ Life cycle (README, "The retry life cycle"):
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import random
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.db import connection
 from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
@@ -51,8 +50,28 @@ DEFAULT_POLICIES = {
 }
 
 
+POLICY_CACHE_SECONDS = 5.0
+_policy_cache: dict[int, tuple[float, dict[str, Policy]]] = {}
+
+
 def policies_for(channel_id: int) -> dict[str, Policy]:
-    """The channel's policy per reason type (its own where it has one, else the default)."""
+    """The channel's policy per reason type (its own where it has one, else the default).
+
+    Kept for POLICY_CACHE_SECONDS per process: every report needs them, and they change
+    rarely (a changed policy applies to records written after it)."""
+    cached = _policy_cache.get(channel_id)
+    if cached is not None and time.monotonic() - cached[0] < POLICY_CACHE_SECONDS:
+        return cached[1]
+    policies = _load_policies(channel_id)
+    _policy_cache[channel_id] = (time.monotonic(), policies)
+    return policies
+
+
+def forget_policies() -> None:
+    _policy_cache.clear()
+
+
+def _load_policies(channel_id: int) -> dict[str, Policy]:
     policies = dict(DEFAULT_POLICIES)
     for row in RetryPolicy.objects.filter(channel_id=channel_id):
         policies[row.reason_type] = Policy(
@@ -169,25 +188,6 @@ def truncate(text: str, limit: int = ERROR_TEXT_LIMIT) -> str:
 
 
 # --- writes the life cycle makes ---------------------------------------------------------------
-
-
-def lock_objects(channel_id: int, records: Iterable[FailedIntegration]) -> None:
-    """Serializes concurrent reports of the same objects (PostgreSQL advisory locks, taken in
-    one order), so that supersede sees every version. SQLite serializes all writes anyway."""
-    if connection.vendor != "postgresql":
-        return
-    keys = sorted({_object_key(channel_id, r.content_type_id, r.object_id) for r in records})
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k ORDER BY k", [keys]
-        )
-
-
-def _object_key(channel_id: int, content_type_id: int, object_id: int) -> int:
-    digest = hashlib.blake2b(
-        f"{channel_id}:{content_type_id}:{object_id}".encode(), digest_size=8
-    ).digest()
-    return int.from_bytes(digest, "big", signed=True)
 
 
 def supersede(channel_id: int, records: Iterable[FailedIntegration], *, now: dt.datetime) -> int:

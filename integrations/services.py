@@ -36,18 +36,22 @@ def failed_integration_create(*, channel: Channel, payload: Any) -> FailedIntegr
 
 
 def _record(records: list[FailedIntegration], *, channel: Channel) -> list[FailedIntegration]:
+    """Inserts the records (all or none), then supersedes older failures of their objects.
+
+    The supersede runs after the insert has committed, as a statement of its own: whichever of
+    two concurrent reports of one object runs it last sees both, so no lock is needed for the
+    newest to be the one left active.
+    """
     now = timezone.now()
     for record in records:
         record.created_date = record.modified_date = now
     engine.schedule(records, now=now)
-    with transaction.atomic():
-        engine.lock_objects(channel.pk, records)
-        if len(records) == 1:
-            records[0].save(force_insert=True)
-        else:
+    if len(records) == 1:
+        records[0].save(force_insert=True)
+    else:
+        with transaction.atomic():
             FailedIntegration.objects.bulk_create(records)
-        superseded = engine.supersede(channel.pk, records, now=now)
-    if superseded:
+    if engine.supersede(channel.pk, records, now=now):
         engine.refresh_life_cycle(records)
     return records
 
@@ -104,14 +108,18 @@ def failed_integration_update(
     all kept; answers the record as stored afterwards."""
     values = _validated(payload, channel_id=failed.channel_id, partial=partial)
     was_active = failed.is_active
+    failed.modified_date = timezone.now()
     for name, value in values.items():
         setattr(failed, name, value)
     changed = [*values, "modified_date", *engine.after_update(failed, was_active=was_active)]
-    with transaction.atomic():
-        failed.save(update_fields=changed)
-        if "version_date" in values or values.get("is_active"):
-            engine.supersede(failed.channel_id, [failed], now=timezone.now())
-    failed.refresh_from_db()
+    # One UPDATE of the named fields (a save() would read the generated column back).
+    FailedIntegration.objects.filter(pk=failed.pk).update(
+        **{name: getattr(failed, name) for name in changed}
+    )
+    if ("version_date" in values or values.get("is_active")) and engine.supersede(
+        failed.channel_id, [failed], now=failed.modified_date
+    ):
+        engine.refresh_life_cycle([failed])
     return failed
 
 
