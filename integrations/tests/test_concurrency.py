@@ -155,3 +155,31 @@ def test_concurrent_creates_deletes_and_bulk_actions_leave_what_was_answered(
         assert not result["deleted"] & set(stored)  # every 204 is gone
         assert {pk for pk in result["alive"] if stored[pk]} == result["parked"]
     assert set(stored) == set().union(*(result["alive"] for result in results))
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.postgres_only
+def test_concurrent_reports_of_one_object_leave_only_the_newest_active(
+    client_factory, channel, product_type
+):
+    base = f"/api/v1/channel/{channel.pk}/failed_integrations/"
+
+    def report(day: int) -> int:
+        with client_factory() as client:
+            return client.post(
+                base,
+                json={
+                    "version_date": f"2025-01-{day:02d}T00:00:00Z",
+                    "reason_type": "remote",
+                    "content_type": product_type.pk,
+                    "object_id": 77,
+                },
+            ).status_code
+
+    for _ in range(5):
+        days = random.sample(range(1, 29), 8)
+        with ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(report, days)) == [201] * 8
+        active = FailedIntegration.objects.filter(object_id=77, is_active=True)
+        assert [record.version_date.day for record in active] == [max(days)]
+        FailedIntegration.objects.all().delete()
