@@ -162,6 +162,10 @@ if DATABASE_URL:
         DATABASES["default"]["OPTIONS"].setdefault(
             "connect_timeout", env_int("DB_CONNECT_TIMEOUT", 3, minimum=1)
         )
+        # Statements sent with server-side parameters (the read fast path's) are prepared on
+        # their first use and planned once per connection; Django's own queries bind
+        # client-side and are not affected.
+        DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", 0)
 else:
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {

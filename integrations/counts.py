@@ -363,6 +363,17 @@ def count(channel_id: int, filters) -> int | None:
     return total
 
 
+def vacuum() -> None:
+    """Vacuums and analyzes the count tables: folding deltas leaves dead rows behind, which
+    reads would otherwise step over until autovacuum (if it runs at all) comes by. Needs a
+    connection outside a transaction (the worker's, a command's)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "VACUUM (ANALYZE) fi_count_cube_delta, fi_count_hist_delta, fi_count_cube, "
+            "fi_count_hist"
+        )
+
+
 def compact(channel_id: int | None = None) -> None:
     """Folds the deltas of one channel (or of every channel) into the base counts."""
     with connection.cursor() as cursor:

@@ -107,6 +107,7 @@ class Worker:
         deliver_events(self.client)
         if counts.supported():
             counts.compact()
+            counts.vacuum()
 
     # --- one batch --------------------------------------------------------------------------
 

@@ -18,4 +18,5 @@ class Command(BaseCommand):
         if not counts.supported():
             raise CommandError("Counts are kept on PostgreSQL only; SQLite counts rows.")
         counts.compact(channel)
+        counts.vacuum()
         self.stdout.write("Counts compacted.")

@@ -1,0 +1,1 @@
+"""The load benchmark of the failed-integrations API (see bench/README.md)."""
