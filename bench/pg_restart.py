@@ -569,10 +569,11 @@ def report(
         problem_lines.append(f"{kind}: {len(items)}")
         problem_lines += [f"    {item}" for item in items[:5] if item]
     info_lines = [f"    {item}" for item in verdict.written_though_refused_sample()]
+    width = max(len(str(label)) for label, _ in facts)
     text = [
         *text_table(phase_header, phase_rows),
         "",
-        *text_table(["", ""], facts),
+        *[f"{label:<{width}}  {value}" for label, value in facts],
     ]
     if example:
         text += ["", f"An answer during the outage: {example.status} {example.body[:300]}"]

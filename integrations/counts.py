@@ -366,7 +366,9 @@ def count(channel_id: int, filters) -> int | None:
 def vacuum() -> None:
     """Vacuums and analyzes the count tables: folding deltas leaves dead rows behind, which
     reads would otherwise step over until autovacuum (if it runs at all) comes by. Needs a
-    connection outside a transaction (the worker's, a command's)."""
+    connection outside a transaction (the worker's, a command's): inside one it does nothing."""
+    if connection.in_atomic_block:
+        return
     with connection.cursor() as cursor:
         cursor.execute(
             "VACUUM (ANALYZE) fi_count_cube_delta, fi_count_hist_delta, fi_count_cube, "

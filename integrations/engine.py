@@ -191,24 +191,25 @@ def truncate(text: str, limit: int = ERROR_TEXT_LIMIT) -> str:
 
 
 def supersede(channel_id: int, records: Iterable[FailedIntegration], *, now: dt.datetime) -> int:
-    """Deactivates the active failures of the records' objects that an active failure of a
-    newer version exists for (the records themselves included). Answers how many."""
+    """Leaves one active failure per object of the records: the newest version (the latest
+    report among equal versions, so that a report sent twice counts once); deactivates the
+    others as superseded. Answers how many."""
     object_ids = {r.object_id for r in records}
-    newest = (
-        FailedIntegration.objects.filter(
-            channel_id=OuterRef("channel_id"),
-            content_type_id=OuterRef("content_type_id"),
-            object_id=OuterRef("object_id"),
-            is_active=True,
-        )
-        .order_by("-version_date")
-        .values("version_date")[:1]
+    newest = FailedIntegration.objects.filter(
+        channel_id=OuterRef("channel_id"),
+        content_type_id=OuterRef("content_type_id"),
+        object_id=OuterRef("object_id"),
+        is_active=True,
+    ).order_by("-version_date", "-pk")
+    older = Q(version_date__lt=Subquery(newest.values("version_date")[:1])) | Q(
+        version_date=Subquery(newest.values("version_date")[:1]),
+        pk__lt=Subquery(newest.values("pk")[:1]),
     )
     return (
         FailedIntegration.objects.filter(
             channel_id=channel_id, is_active=True, object_id__in=object_ids
         )
-        .filter(version_date__lt=Subquery(newest))
+        .filter(older)
         .update(
             is_active=False,
             resolution=Resolution.SUPERSEDED,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
@@ -17,6 +18,8 @@ from . import engine
 from .choices import Resolution
 from .models import Channel, FailedIntegration
 from .validation import check_references, validate_item
+
+logger = logging.getLogger("integrations.services")
 
 
 def _validated(payload: Any, *, channel_id: int, partial: bool = False) -> dict[str, Any]:
@@ -51,8 +54,15 @@ def _record(records: list[FailedIntegration], *, channel: Channel) -> list[Faile
     else:
         with transaction.atomic():
             FailedIntegration.objects.bulk_create(records)
-    if engine.supersede(channel.pk, records, now=now):
-        engine.refresh_life_cycle(records)
+    # The records are stored: from here on the answer is 201 whatever happens. Should the
+    # supersede fail (the database gone in between), the next report of the object does it.
+    try:
+        if engine.supersede(channel.pk, records, now=now):
+            engine.refresh_life_cycle(records)
+    except DatabaseError:
+        logger.warning(
+            "supersede after recording %s failure(s) failed", len(records), exc_info=True
+        )
     return records
 
 

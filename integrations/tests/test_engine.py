@@ -442,3 +442,13 @@ def test_a_bulk_action_leaves_records_that_arrive_during_it(
     assert response.json()["affected"] == 3
     assert all(FailedIntegration.objects.get(pk=r.pk).parked for r in before)
     assert not FailedIntegration.objects.get(pk=arrived[0].pk).parked
+
+
+def test_a_report_sent_twice_leaves_one_active_failure(retry_channel, product_type):
+    first = report(retry_channel, product_type, object_id=5)
+    again = report(retry_channel, product_type, object_id=5)  # e.g. after a lost answer
+
+    first.refresh_from_db()
+    again.refresh_from_db()
+    assert (first.is_active, first.resolution) == (False, "superseded")
+    assert again.is_active
