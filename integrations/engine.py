@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.db.models import OuterRef, Q, Subquery
+from django.db.models import Count, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from .choices import Backoff, ReasonType, Resolution, State
@@ -195,6 +195,18 @@ def supersede(channel_id: int, records: Iterable[FailedIntegration], *, now: dt.
     report among equal versions, so that a report sent twice counts once); deactivates the
     others as superseded. Answers how many."""
     object_ids = {r.object_id for r in records}
+    active = FailedIntegration.objects.filter(
+        channel_id=channel_id, is_active=True, object_id__in=object_ids
+    )
+    # Most reports are an object's only active failure: a read (no commit) tells, and the
+    # update runs only when there is something to supersede.
+    if not (
+        active.values("content_type_id", "object_id")
+        .annotate(n=Count("pk"))
+        .filter(n__gt=1)
+        .exists()
+    ):
+        return 0
     newest = FailedIntegration.objects.filter(
         channel_id=OuterRef("channel_id"),
         content_type_id=OuterRef("content_type_id"),

@@ -148,19 +148,22 @@ def list_page(request, channel_id: int, key_hash: str) -> HttpResponse | None:
     # the channel's own index range (a join would hide the channel from the planner).
     where = " AND ".join(["fi.channel_id = %s", "EXISTS (SELECT 1 FROM allowed)", *conditions])
     values = [channel_id, *values]
-    records = f"SELECT {JSON_COLUMNS} FROM {TABLE} AS fi WHERE {where}"
+    # The page is chosen on ids alone (an index range), and only its records are turned into
+    # JSON: rows skipped by OFFSET would otherwise be formatted too.
+    ids = f"SELECT fi.id FROM {TABLE} AS fi WHERE {where}"
+    order = query.order_sql("fi")
     if cursor is None:
-        page_sql = f"{records} ORDER BY {query.order_sql('fi')} LIMIT %s OFFSET %s"
+        chosen = f"{ids} ORDER BY {order} LIMIT %s OFFSET %s"
         page_params = [*values, page_request.limit, page_request.offset]
         results_sql = "coalesce(string_agg(row_to_json(p)::text, ','), '')"
     else:
         # One more record than the page, to know whether there is a next page.
         size = page_request.limit + 1
         parts = after_sql(cursor, "fi")
-        page_sql = "SELECT * FROM ({}) AS parts LIMIT %s".format(
+        chosen = "SELECT id FROM ({}) AS parts LIMIT %s".format(
             " UNION ALL ".join(
-                f"({records} AND {condition} ORDER BY {order} LIMIT %s)"
-                for condition, _, order in parts
+                f"({ids} AND {condition} ORDER BY {part_order} LIMIT %s)"
+                for condition, _, part_order in parts
             )
         )
         page_params = [
@@ -168,6 +171,9 @@ def list_page(request, channel_id: int, key_hash: str) -> HttpResponse | None:
         ]
         page_params.append(size)
         results_sql = "array_agg(row_to_json(p)::text)"
+    page_sql = (
+        f"SELECT {JSON_COLUMNS} FROM {TABLE} AS fi WHERE fi.id IN ({chosen}) ORDER BY {order}"
+    )
     sql = f"""
         WITH allowed AS ({AUTHORIZED_CHANNEL_SQL}), page AS ({page_sql})
         SELECT
