@@ -114,9 +114,9 @@ MIDDLEWARE = [
     "common.middleware.RequestBodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # Answers successful record and list reads in one statement on PostgreSQL (see fastpath.py);
-    # after the middleware that sets security headers, before everything else.
-    "integrations.fastpath.FastReadMiddleware",
+    # Answers successful reads and reports of one failure in one statement on PostgreSQL (see
+    # fastpath.py); after the middleware that sets security headers, before everything else.
+    "integrations.fastpath.FastPathMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -19,6 +19,13 @@ MAY_READ_SQL = (
     "SELECT 1 FROM integrations_channelgrant g WHERE g.user_id = u.id AND g.channel_id = c.id))"
 )
 
+# ... and may change its records (a read-write grant).
+MAY_WRITE_SQL = (
+    "(u.is_staff OR u.is_superuser OR EXISTS ("
+    "SELECT 1 FROM integrations_channelgrant g "
+    "WHERE g.user_id = u.id AND g.channel_id = c.id AND g.can_write))"
+)
+
 
 def sees_every_channel(user: AbstractBaseUser) -> bool:
     return bool(user.is_staff or user.is_superuser)

@@ -1,25 +1,33 @@
-"""The read fast path (PostgreSQL): a retrieve or a list page in one SQL statement.
+"""The fast path (PostgreSQL): a retrieve, a list page or a report of one failure in one SQL
+statement.
 
-Reads are most of the traffic and the part that must stay fast at millions of rows. For a GET
-of a record or of a list page, this middleware authenticates, checks the channel, counts and
-fetches the page in a single statement, and PostgreSQL writes the JSON of the records itself
-(`row_to_json`), so that no Python object is made per record.
+Reads are most of the traffic and the part that must stay fast at millions of rows; reports of
+single failures are the rest. For a GET of a record or of a list page, this middleware
+authenticates, checks the channel, counts and fetches the page in a single statement, and
+PostgreSQL writes the JSON of the records itself (`row_to_json`), so that no Python object is
+made per record. For a POST of one failure, the body is validated by the same rules as the
+regular view's (`validation.validate_item`), and one statement authenticates, checks the
+channel's write access and the integration action, inserts and answers the record's JSON; the
+supersede that follows is the regular path's own.
 
 It answers only the successful case. Anything else (no or bad token, unknown channel or record,
-a bad parameter, a page past the end) goes on to the regular DRF view, which finds the same
-problem and answers it in the one place errors are made: the two paths cannot disagree on an
-error, and the regular path is the reference the test suite compares the fast one against.
+a bad parameter or body, a page past the end) goes on to the regular DRF view, which finds the
+same problem and answers it in the one place errors are made: the two paths cannot disagree on
+an error, and the regular path is the reference the test suite compares the fast one against.
+A write falls back only when its statement failed, that is when it wrote nothing.
 """
 
 from __future__ import annotations
 
 import re
+from functools import cache
 
 import orjson
 import psycopg
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.http import HttpResponse
+from django.utils import timezone
 from rest_framework.exceptions import APIException
 
 from accounts.authentication import AUTHENTICATES_SQL, key_from_header
@@ -27,12 +35,13 @@ from accounts.models import hash_key
 from common.fields import INT64_MAX
 from common.pagination import PageRequest, cursor_link, page_links
 
-from . import counts
-from .access import MAY_READ_SQL
-from .api.serializers import json_columns_sql
+from . import counts, engine, services
+from .access import MAY_READ_SQL, MAY_WRITE_SQL
+from .api.serializers import etag, failed_integration_data, json_columns_sql
 from .cursor import CURSOR_PARAM, after_sql, cursor_request
 from .models import FailedIntegration
 from .query import ListQuery
+from .validation import content_type_known, validate_item
 
 LIST_RE = re.compile(r"^/api/v1/channel/(\d{1,19})/failed_integrations/$")
 DETAIL_RE = re.compile(r"^/api/v1/channel/(\d{1,19})/failed_integrations/(\d{1,19})/$")
@@ -42,17 +51,20 @@ TABLE = FailedIntegration._meta.db_table
 
 JSON_COLUMNS = json_columns_sql("fi", has_endpoint="(SELECT has_endpoint FROM allowed)")
 
-# The token authenticates and its user may read the channel (access.py): the statement's guard.
+# The token authenticates and its user may read (or write) the channel (access.py): the
+# statement's guard.
 AUTHORIZED_CHANNEL_SQL = f"""
     SELECT c.id, c.retry_endpoint <> '' AS has_endpoint
     FROM integrations_channel c
     JOIN accounts_token t ON t.key_hash = %s
     JOIN auth_user u ON u.id = t.user_id
-    WHERE c.id = %s AND {AUTHENTICATES_SQL} AND {MAY_READ_SQL}
+    WHERE c.id = %s AND {AUTHENTICATES_SQL} AND {{may}}
 """
+READABLE_CHANNEL_SQL = AUTHORIZED_CHANNEL_SQL.format(may=MAY_READ_SQL)
+WRITABLE_CHANNEL_SQL = AUTHORIZED_CHANNEL_SQL.format(may=MAY_WRITE_SQL)
 
 RETRIEVE_SQL = f"""
-    WITH allowed AS ({AUTHORIZED_CHANNEL_SQL})
+    WITH allowed AS ({READABLE_CHANNEL_SQL})
     SELECT row_to_json(r)::text, r.pk, r.modified_date FROM (
         SELECT {JSON_COLUMNS} FROM {TABLE} AS fi
         WHERE fi.channel_id = %s AND fi.id = %s AND EXISTS (SELECT 1 FROM allowed)
@@ -64,13 +76,13 @@ def _enabled() -> bool:
     return settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
 
 
-class FastReadMiddleware:
+class FastPathMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
         self.enabled = _enabled()
 
     def __call__(self, request):
-        if self.enabled and request.method == "GET":
+        if self.enabled and request.method in ("GET", "POST", "PUT", "PATCH"):
             response = self.answer(request)
             if response is not None:
                 return response
@@ -85,12 +97,18 @@ class FastReadMiddleware:
             return None
         try:
             key_hash = hash_key(key_from_header(header))
+            method = request.method
             match = DETAIL_RE.match(path)
-            if match:
+            if match and method == "GET":
                 return retrieve(int(match[1]), int(match[2]), key_hash)
+            if match and method in ("PUT", "PATCH"):
+                partial = method == "PATCH"
+                return update(request, int(match[1]), int(match[2]), key_hash, partial=partial)
             match = LIST_RE.match(path)
-            if match:
+            if match and method == "GET":
                 return list_page(request, int(match[1]), key_hash)
+            if match and method == "POST":
+                return create(request, int(match[1]), key_hash)
         except APIException:
             return None  # the regular view answers the error
         except (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError):
@@ -111,8 +129,8 @@ def _fetchone(sql: str, params: list):
         return cursor.fetchone()
 
 
-def _json_response(body: bytes) -> HttpResponse:
-    return HttpResponse(body, content_type="application/json")
+def _json_response(body: bytes, status: int = 200) -> HttpResponse:
+    return HttpResponse(body, content_type="application/json", status=status)
 
 
 def retrieve(channel_id: int, pk: int, key_hash: str) -> HttpResponse | None:
@@ -175,7 +193,7 @@ def list_page(request, channel_id: int, key_hash: str) -> HttpResponse | None:
         f"SELECT {JSON_COLUMNS} FROM {TABLE} AS fi WHERE fi.id IN ({chosen}) ORDER BY {order}"
     )
     sql = f"""
-        WITH allowed AS ({AUTHORIZED_CHANNEL_SQL}), page AS ({page_sql})
+        WITH allowed AS ({READABLE_CHANNEL_SQL}), page AS ({page_sql})
         SELECT
             (SELECT id FROM allowed),
             counted.total,
@@ -203,3 +221,128 @@ def list_page(request, channel_id: int, key_hash: str) -> HttpResponse | None:
         results = ",".join(results)
     head = orjson.dumps({"count": total, "next": next_url, "previous": previous_url})
     return _json_response(b'%s,"results":[%s]}' % (head[:-1], results.encode()))
+
+
+@cache
+def _insert_sql() -> tuple[str, tuple]:
+    """The report's statement, and the model fields whose values it takes in order.
+
+    Every value is cast to its column's type (character columns to text: a cast to varchar(n)
+    would cut a value short rather than refuse it; validation has checked the lengths)."""
+    fields = tuple(
+        f
+        for f in FailedIntegration._meta.concrete_fields
+        if not f.primary_key and not getattr(f, "generated", False)
+    )
+
+    def cast(field) -> str:
+        if field.get_internal_type() in ("CharField", "TextField"):
+            return "text"
+        return field.db_type(connection)
+
+    columns = ", ".join(f.column for f in fields)
+    values = ", ".join(f"%s::{cast(f)}" for f in fields)
+    sql = f"""
+        WITH allowed AS ({WRITABLE_CHANNEL_SQL}),
+        inserted AS (
+            INSERT INTO {TABLE} ({columns})
+            SELECT {values} FROM allowed
+            WHERE %s::bigint IS NULL OR EXISTS (
+                SELECT 1 FROM integrations_integrationaction a
+                WHERE a.id = %s::bigint AND a.channel_id = allowed.id
+            )
+            RETURNING *
+        )
+        SELECT row_to_json(r)::text, r.pk FROM (
+            SELECT {JSON_COLUMNS} FROM inserted AS fi
+        ) AS r
+    """
+    return sql, fields
+
+
+NO_BODY = object()
+
+
+def _json_body(request):
+    """The request's JSON body, or NO_BODY when the regular view is to judge it."""
+    if request.content_type != "application/json":
+        return NO_BODY
+    if request.content_params.get("charset", "utf-8").lower() not in ("utf-8", "utf8"):
+        return NO_BODY
+    try:
+        return orjson.loads(request.body)
+    except orjson.JSONDecodeError:
+        return NO_BODY
+
+
+def create(request, channel_id: int, key_hash: str) -> HttpResponse | None:
+    """A channel app's report of one failure (the regular view's `services`
+    `failed_integration_create`, in one statement)."""
+    if channel_id > INT64_MAX:
+        return None
+    payload = _json_body(request)
+    if payload is NO_BODY:
+        return None
+    values, errors = validate_item(payload, channel_id=channel_id)
+    if errors or not content_type_known(values["content_type_id"]):
+        return None
+    now = timezone.now()
+    record = FailedIntegration(channel_id=channel_id, **values)
+    record.created_date = record.modified_date = now
+    engine.schedule([record], now=now)
+    sql, fields = _insert_sql()
+    action_id = record.integration_action_id
+    params = [
+        key_hash,
+        channel_id,
+        *(f.get_db_prep_save(getattr(record, f.attname), connection) for f in fields),
+        action_id,
+        action_id,
+    ]
+    try:
+        row = _fetchone(sql, params)
+    except (psycopg.errors.IntegrityError, psycopg.errors.DataError):
+        return None  # nothing was written; the regular view says what is wrong
+    if row is None:
+        return None  # not allowed, or not the channel's action: nothing was written
+    body, record.pk = row
+    if services.supersede_recorded(channel_id, [record], now=now):
+        row = _fetchone(RETRIEVE_SQL, [key_hash, channel_id, channel_id, record.pk])
+        body = row[0]
+    return _json_response(body.encode(), status=201)
+
+
+RECORD_FIELDS = tuple(f.attname for f in FailedIntegration._meta.concrete_fields)
+RECORD_FOR_WRITE_SQL = f"""
+    WITH allowed AS ({WRITABLE_CHANNEL_SQL})
+    SELECT (SELECT has_endpoint FROM allowed),
+        {", ".join(f"fi.{f.column}" for f in FailedIntegration._meta.concrete_fields)}
+    FROM {TABLE} AS fi
+    WHERE fi.channel_id = %s AND fi.id = %s AND EXISTS (SELECT 1 FROM allowed)
+"""
+
+
+def update(
+    request, channel_id: int, pk: int, key_hash: str, *, partial: bool
+) -> HttpResponse | None:
+    """PUT or PATCH of a record: the regular view's `services.failed_integration_update`, with
+    authentication, the channel's write access and the record read in one statement. A
+    conditional write (`If-Match`) is the regular view's, which locks the record."""
+    if channel_id > INT64_MAX or pk > INT64_MAX or "HTTP_IF_MATCH" in request.META:
+        return None
+    payload = _json_body(request)
+    if payload is NO_BODY:
+        return None
+    row = _fetchone(RECORD_FOR_WRITE_SQL, [key_hash, channel_id, channel_id, pk])
+    if row is None:
+        return None
+    has_endpoint, *values = row
+    failed = FailedIntegration.from_db(connection.alias, RECORD_FIELDS, values)
+    # The update and the supersede it may call for are one transaction: should either fail,
+    # nothing is written, and the regular view answers.
+    with transaction.atomic():
+        failed = services.failed_integration_update(failed=failed, payload=payload, partial=partial)
+    data = failed_integration_data(failed, has_endpoint=has_endpoint)
+    response = _json_response(orjson.dumps(data, option=orjson.OPT_UTC_Z, default=str))
+    response["ETag"] = etag(failed.pk, failed.modified_date)
+    return response

@@ -54,16 +54,25 @@ def _record(records: list[FailedIntegration], *, channel: Channel) -> list[Faile
     else:
         with transaction.atomic():
             FailedIntegration.objects.bulk_create(records)
-    # The records are stored: from here on the answer is 201 whatever happens. Should the
-    # supersede fail (the database gone in between), the next report of the object does it.
+    if supersede_recorded(channel.pk, records, now=now):
+        engine.refresh_life_cycle(records)
+    return records
+
+
+def supersede_recorded(channel_id: int, records: list[FailedIntegration], *, now) -> bool:
+    """Supersedes older failures of the objects of records just stored; answers whether any
+    record changed (those given included: an older report than an active one is superseded).
+
+    The records are stored: from here on the answer is 201 whatever happens. Should the
+    supersede fail (the database gone in between), the next report of the object does it.
+    """
     try:
-        if engine.supersede(channel.pk, records, now=now):
-            engine.refresh_life_cycle(records)
+        return bool(engine.supersede(channel_id, records, now=now))
     except DatabaseError:
         logger.warning(
             "supersede after recording %s failure(s) failed", len(records), exc_info=True
         )
-    return records
+        return False
 
 
 def failed_integration_bulk_create(*, channel: Channel, payload: Any) -> list[FailedIntegration]:

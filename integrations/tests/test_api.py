@@ -704,12 +704,13 @@ def test_fail_wrong_method_answers_json_405(api_client, channel, method, path, a
 def test_fail_server_fault_answers_json_500_without_traceback(
     api_client, channel, payload, monkeypatch
 ):
-    from integrations import services
+    from integrations import engine
 
-    def broken(**kwargs):
+    def broken(*args, **kwargs):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(services, "failed_integration_create", broken)
+    # Scheduling is part of every report's path (the regular view's and PostgreSQL's fast one).
+    monkeypatch.setattr(engine, "schedule", broken)
     api_client.raise_request_exception = False
 
     response = api_client.post(list_url(channel.pk), payload, format="json")
