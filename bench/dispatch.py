@@ -171,8 +171,10 @@ def main() -> None:
             "t = ContentType.objects.get(app_label='products', model='product');"
             "print(c.pk, t.pk)"
         )
-        out = manage(env, "shell", "-c", setup, capture_output=True, text=True).stdout.split()
-        channel_id, content_type_id = int(out[0]), int(out[1])
+        out = manage(
+            env, "shell", "-v", "0", "-c", setup, capture_output=True, text=True
+        ).stdout.split()
+        channel_id, content_type_id = int(out[-2]), int(out[-1])
         time.sleep(0.5)
         capacity = statistics.median(
             receiver_capacity(port, args.capacity_seconds) for _ in range(args.repeat)

@@ -19,13 +19,14 @@ A write falls back only when its statement failed, that is when it wrote nothing
 
 from __future__ import annotations
 
+import logging
 import re
 from functools import cache
 
 import orjson
 import psycopg
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.http import HttpResponse
 from django.utils import timezone
 from rest_framework.exceptions import APIException
@@ -42,6 +43,8 @@ from .cursor import CURSOR_PARAM, after_sql, cursor_request
 from .models import FailedIntegration
 from .query import ListQuery
 from .validation import content_type_known, validate_item
+
+logger = logging.getLogger(__name__)
 
 LIST_RE = re.compile(r"^/api/v1/channel/(\d{1,19})/failed_integrations/$")
 DETAIL_RE = re.compile(r"^/api/v1/channel/(\d{1,19})/failed_integrations/(\d{1,19})/$")
@@ -275,6 +278,19 @@ def _json_body(request):
         return NO_BODY
 
 
+# Whether a stored report's object has another active failure (most have none): asked after
+# the insert has committed, so that of two concurrent reports of one object the later check
+# sees both. A prepared statement: planning a query of this table, with its many indexes,
+# costs more than running it.
+OTHER_ACTIVE_SQL = f"""
+    SELECT EXISTS (
+        SELECT 1 FROM {TABLE}
+        WHERE channel_id = %s AND content_type_id = %s AND object_id = %s AND is_active
+            AND id <> %s
+    )
+"""
+
+
 def create(request, channel_id: int, key_hash: str) -> HttpResponse | None:
     """A channel app's report of one failure (the regular view's `services`
     `failed_integration_create`, in one statement)."""
@@ -306,9 +322,18 @@ def create(request, channel_id: int, key_hash: str) -> HttpResponse | None:
     if row is None:
         return None  # not allowed, or not the channel's action: nothing was written
     body, record.pk = row
-    if services.supersede_recorded(channel_id, [record], now=now):
-        row = _fetchone(RETRIEVE_SQL, [key_hash, channel_id, channel_id, record.pk])
-        body = row[0]
+    # The record is stored: from here on the answer is 201 with it, whatever happens (the
+    # next report of the object supersedes what this one could not).
+    try:
+        others = _fetchone(
+            OTHER_ACTIVE_SQL,
+            [channel_id, record.content_type_id, record.object_id, record.pk],
+        )[0]
+        if others and services.supersede_recorded(channel_id, [record], now=now):
+            body = _fetchone(RETRIEVE_SQL, [key_hash, channel_id, channel_id, record.pk])[0]
+    except (DatabaseError, psycopg.Error):
+        logger.warning("supersede after a report failed", exc_info=True)
+        connection.close()
     return _json_response(body.encode(), status=201)
 
 

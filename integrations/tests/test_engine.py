@@ -263,6 +263,36 @@ def test_a_newer_version_supersedes_older_failures(retry_channel, product_type):
     assert old.next_retry_at is None
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_stored_report_is_answered_201_when_the_supersede_after_it_fails(
+    retry_channel, product_type, api_client, monkeypatch
+):
+    from django.db import OperationalError
+
+    report(retry_channel, product_type, version_date="2025-01-01T00:00:00Z")
+
+    def unavailable(*args, **kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(engine, "supersede", unavailable)
+    response = api_client.post(
+        f"/api/v1/channel/{retry_channel.pk}/failed_integrations/",
+        {
+            "version_date": "2025-02-01T00:00:00Z",
+            "reason_type": "remote",
+            "content_type": product_type.pk,
+            "object_id": 1,
+        },
+        format="json",
+    )
+
+    assert response.status_code == 201
+    stored = FailedIntegration.objects.get(pk=response.json()["pk"])
+    assert stored.version_date.month == 2
+    # Not superseded yet: the next report of the object does it.
+    assert FailedIntegration.objects.filter(object_id=1, is_active=True).count() == 2
+
+
 def test_bulk_intake_supersedes_within_the_batch(retry_channel, product_type, api_client):
     items = [
         {
