@@ -47,16 +47,21 @@ CUBE_COLUMNS = ("reason_type", "is_active", "content_type_id", "exhausted")
 COMPACT_AFTER_DELTAS = 2000
 
 
+def _dimension_value(alias: str, column: str, unit: str) -> str:
+    expression = f"{alias}.{column}"
+    if unit == "hour":
+        expression = f"coalesce(fi_count_hour({expression}), {NULL_BUCKET})"
+    elif unit == "null":
+        expression = f"({expression} IS NULL)::int"
+    return f"({expression})::bigint"
+
+
 def _dimension_sql(alias: str) -> str:
-    values = []
-    for number, column, unit in DIMENSIONS:
-        expression = f"{alias}.{column}"
-        if unit == "hour":
-            expression = f"coalesce(fi_count_hour({expression}), {NULL_BUCKET})"
-        elif unit == "null":
-            expression = f"({expression} IS NULL)::int"
-        values.append(f"({number}::smallint, ({expression})::bigint)")
-    return ", ".join(values)
+    """(dim, value) of every histogram dimension of a row."""
+    return ", ".join(
+        f"({number}::smallint, {_dimension_value(alias, column, unit)})"
+        for number, column, unit in DIMENSIONS
+    )
 
 
 def _delta_statements(rows: str, sign: str) -> str:
@@ -71,24 +76,57 @@ def _delta_statements(rows: str, sign: str) -> str:
     """
 
 
+def _dimension_pairs_sql() -> str:
+    """(dim, old value, new value) of every histogram dimension of an updated row."""
+    return ", ".join(
+        f"({number}::smallint, {_dimension_value('o', column, unit)}, "
+        f"{_dimension_value('r', column, unit)})"
+        for number, column, unit in DIMENSIONS
+    )
+
+
 def _update_statements() -> str:
-    """An update appends old rows as -1 and new rows as +1, skipping cells that cancel out."""
+    """An update appends, for the rows whose counted values changed, the old cell as -1 and the
+    new one as +1, skipping cells that cancel out. An update of uncounted columns only (a
+    worker's lease, say) appends nothing and costs a join of the old and new rows by id."""
     cube = ", ".join(CUBE_COLUMNS)
+    old_cube = ", ".join(f"o.{column}" for column in ("channel_id", *CUBE_COLUMNS))
+    new_cube = ", ".join(f"r.{column}" for column in ("channel_id", *CUBE_COLUMNS))
     return f"""
         INSERT INTO fi_count_cube_delta (channel_id, {cube}, n)
-        SELECT channel_id, {cube}, sum(n) FROM (
-            SELECT channel_id, {cube}, 1 AS n FROM new_rows
-            UNION ALL SELECT channel_id, {cube}, -1 FROM old_rows
-        ) changes GROUP BY channel_id, {cube} HAVING sum(n) <> 0;
+        SELECT c.channel_id, {", ".join(f"c.{column}" for column in CUBE_COLUMNS)}, sum(c.n)
+        FROM old_rows o JOIN new_rows r ON r.id = o.id
+        CROSS JOIN LATERAL (VALUES ({old_cube}, -1), ({new_cube}, 1))
+            AS c(channel_id, {cube}, n)
+        WHERE ({old_cube}) IS DISTINCT FROM ({new_cube})
+        GROUP BY c.channel_id, {", ".join(f"c.{column}" for column in CUBE_COLUMNS)}
+        HAVING sum(c.n) <> 0;
         INSERT INTO fi_count_hist_delta (channel_id, dim, value, n)
-        SELECT channel_id, dim, value, sum(n) FROM (
-            SELECT r.channel_id, d.dim, d.value, 1 AS n
-            FROM new_rows r CROSS JOIN LATERAL (VALUES {_dimension_sql("r")}) AS d(dim, value)
-            UNION ALL
-            SELECT r.channel_id, d.dim, d.value, -1
-            FROM old_rows r CROSS JOIN LATERAL (VALUES {_dimension_sql("r")}) AS d(dim, value)
-        ) changes GROUP BY channel_id, dim, value HAVING sum(n) <> 0;
+        SELECT h.channel_id, h.dim, h.value, sum(h.n)
+        FROM old_rows o JOIN new_rows r ON r.id = o.id
+        CROSS JOIN LATERAL (VALUES {_dimension_pairs_sql()}) AS d(dim, old_value, new_value)
+        CROSS JOIN LATERAL (
+            VALUES (o.channel_id, d.dim, d.old_value, -1), (r.channel_id, d.dim, d.new_value, 1)
+        ) AS h(channel_id, dim, value, n)
+        WHERE d.old_value IS DISTINCT FROM d.new_value OR o.channel_id <> r.channel_id
+        GROUP BY h.channel_id, h.dim, h.value
+        HAVING sum(h.n) <> 0;
     """
+
+
+# The hour since the epoch. Its body is immutable (the epoch of an interval, not of a
+# timestamptz, whose extract is only stable), so the planner inlines it: called as a function,
+# it cost the triggers most of their time.
+HOUR_FUNCTION_SQL = f"""
+CREATE OR REPLACE FUNCTION fi_count_hour(ts timestamptz) RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS
+$$ SELECT floor(extract(epoch FROM ts - '1970-01-01 00:00:00+00'::timestamptz) / {HOUR})::bigint $$;
+"""
+
+UPDATE_FUNCTION_SQL = f"""
+CREATE OR REPLACE FUNCTION fi_count_after_update() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN {_update_statements()} RETURN NULL; END $$;
+"""
 
 
 TABLE = "integrations_failedintegration"
@@ -129,15 +167,10 @@ CREATE TABLE fi_count_hist_delta (
 );
 CREATE INDEX fi_count_hist_delta_channel ON fi_count_hist_delta (channel_id, dim, value);
 
-CREATE FUNCTION fi_count_hour(ts timestamptz) RETURNS bigint
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS
-$$ SELECT floor(extract(epoch FROM ts) / {HOUR})::bigint $$;
-
+{HOUR_FUNCTION_SQL}
 CREATE FUNCTION fi_count_after_insert() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN {_delta_statements("new_rows", "")} RETURN NULL; END $$;
-CREATE FUNCTION fi_count_after_update() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN {_update_statements()} RETURN NULL; END $$;
-CREATE FUNCTION fi_count_after_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+{UPDATE_FUNCTION_SQL}CREATE FUNCTION fi_count_after_delete() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN {_delta_statements("old_rows", "-")} RETURN NULL; END $$;
 CREATE FUNCTION fi_count_after_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

@@ -108,6 +108,9 @@ def test_counts_agree_with_count_after_every_kind_of_write(
             retry_count=rng.randint(0, 4),
             expiration_date=None,
             version_date=record.version_date + dt.timedelta(hours=rng.randint(-30, 30)),
+            max_retry_count=rng.randint(1, 4),
+            log_id=rng.choice([None, 6]),
+            modified_date=BASE + dt.timedelta(hours=rng.randint(0, 48)),
         )
     FailedIntegration.objects.filter(channel=channel, reason_type="mapping").update(
         reason_type="remote", content_type=order_type
@@ -135,6 +138,26 @@ def test_counts_agree_with_count_after_every_kind_of_write(
             assert cursor.fetchone()[0] == 0
         make_failed(reason_type="remote")
         assert_counts_agree(channel, names)
+
+
+@pytest.mark.skipif(not counts.supported(), reason="PostgreSQL only: runs in the PostgreSQL pass")
+def test_an_update_of_uncounted_columns_only_appends_no_deltas(channel, make_failed):
+    for n in range(5):
+        make_failed(object_id=n)
+    counts.compact()
+    FailedIntegration.objects.filter(channel=channel).update(
+        lease_owner="worker", lease_expires_at=BASE, last_error="x"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT count(*) FROM fi_count_cube_delta)"
+            " + (SELECT count(*) FROM fi_count_hist_delta)"
+        )
+        assert cursor.fetchone()[0] == 0
+    FailedIntegration.objects.filter(channel=channel, object_id=0).update(retry_count=3)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT dim, value, n FROM fi_count_hist_delta ORDER BY n")
+        assert cursor.fetchall() == [(1, 1, -1), (1, 3, 1)]
 
 
 def test_the_list_count_is_exact(api_client, channel, make_failed, order_type):
