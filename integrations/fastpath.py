@@ -51,6 +51,21 @@ DETAIL_RE = re.compile(r"^/api/v1/channel/(\d{1,19})/failed_integrations/(\d{1,1
 
 TABLE = FailedIntegration._meta.db_table
 
+# The first page of a filtered list, sorted by a column the filters' indexes do not serve, is
+# found one of two ways, and PostgreSQL cannot tell which is fast: walking the sort's index
+# until enough records pass the filters (fast when matches are common early in the sort order,
+# endless when the filter and the sort are correlated the wrong way), or reading every match
+# through the filters' indexes and sorting them (fast when matches are few). The exact count
+# is known before the page is chosen, so the statement does both, bounded: with more than
+# WALK_ROWS matches it walks at most WALK_ROWS records of the sort's index, and only if those
+# did not hold the page does it read the matches and sort them. Pages deeper than
+# WALK_PAGE_MAX records keep PostgreSQL's own plan.
+WALK_ROWS = 5000
+WALK_PAGE_MAX = 1000
+# Filters whose (channel, field, id) index lists their matches in pk order: sorted by pk, such
+# a page is an index range, which PostgreSQL finds by itself.
+PK_ORDERED_FILTERS = frozenset({"reason_type", "is_active", "exhausted", "parked"})
+
 
 JSON_COLUMNS = json_columns_sql("fi", has_endpoint="(SELECT has_endpoint FROM allowed)")
 
@@ -173,7 +188,37 @@ def list_page(request, channel_id: int, key_hash: str) -> HttpResponse | None:
     # JSON: rows skipped by OFFSET would otherwise be formatted too.
     ids = f"SELECT fi.id FROM {TABLE} AS fi WHERE {where}"
     order = query.order_sql("fi")
-    if cursor is None:
+    walk_cte, walk_params = "", []
+    need = page_request.offset + page_request.limit
+    if (
+        cursor is None
+        and conditions
+        and need <= WALK_PAGE_MAX
+        and not (query.sort[0].lstrip("-") == "pk" and query.filter_names & PK_ORDERED_FILTERS)
+    ):
+        # A filtered page: see WALK_ROWS.
+        keys = ", ".join(f"fi.{column}" for column in query.sort_columns)
+        walk_cte = f"""walk AS MATERIALIZED (
+            SELECT {keys} FROM (
+                SELECT * FROM {TABLE} AS fi
+                WHERE fi.channel_id = %s AND EXISTS (SELECT 1 FROM allowed)
+                    AND (SELECT total FROM counted) > %s
+                ORDER BY {order} LIMIT %s
+            ) AS fi WHERE {" AND ".join(conditions)} ORDER BY {order} LIMIT %s
+        ),"""
+        walk_params = [channel_id, WALK_ROWS, WALK_ROWS, *values[1:], need]
+        read = (
+            f"SELECT {keys} FROM {TABLE} AS fi WHERE {where} "
+            f"AND (SELECT count(*) FROM walk) < %s "
+            f"ORDER BY {query.order_sql('fi', opaque=True)} LIMIT %s"
+        )
+        chosen = (
+            f"SELECT fi.id FROM (SELECT * FROM walk WHERE (SELECT count(*) FROM walk) >= %s "
+            f"UNION ALL ({read})) AS fi ORDER BY {order} LIMIT %s OFFSET %s"
+        )
+        page_params = [need, *values, need, need, page_request.limit, page_request.offset]
+        results_sql = "coalesce(string_agg(row_to_json(p)::text, ','), '')"
+    elif cursor is None:
         chosen = f"{ids} ORDER BY {order} LIMIT %s OFFSET %s"
         page_params = [*values, page_request.limit, page_request.offset]
         results_sql = "coalesce(string_agg(row_to_json(p)::text, ','), '')"
@@ -196,15 +241,18 @@ def list_page(request, channel_id: int, key_hash: str) -> HttpResponse | None:
         f"SELECT {JSON_COLUMNS} FROM {TABLE} AS fi WHERE fi.id IN ({chosen}) ORDER BY {order}"
     )
     sql = f"""
-        WITH allowed AS ({READABLE_CHANNEL_SQL}), page AS ({page_sql})
+        WITH allowed AS ({READABLE_CHANNEL_SQL}),
+        counted(total, deltas) AS ({count_sql}),
+        {walk_cte}
+        page AS ({page_sql})
         SELECT
             (SELECT id FROM allowed),
             counted.total,
             counted.deltas,
             (SELECT {results_sql} FROM page AS p)
-        FROM ({count_sql}) AS counted(total, deltas)
+        FROM counted
     """
-    row = _fetchone(sql, [key_hash, channel_id, *page_params, *count_params])
+    row = _fetchone(sql, [key_hash, channel_id, *count_params, *walk_params, *page_params])
     allowed, total, deltas, results = row
     if allowed is None:
         return None

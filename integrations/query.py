@@ -33,6 +33,11 @@ FILTERS: dict[str, SQLFilter] = {
 SORT_PARAM = "sort"
 SORT_COLUMNS = {name: ("id" if name == "pk" else name) for name in SORT_FIELDS}
 _sort_field = FailedIntegrationFilterSet.base_filters[SORT_PARAM].field
+# What a sort column is added to in an opaque ORDER BY key (integers: 0).
+OPAQUE_ZERO = {
+    name: "interval '0 s'"
+    for name in ("version_date", "expiration_date", "created_date", "modified_date")
+}
 
 
 @dataclass(frozen=True)
@@ -88,15 +93,25 @@ class ListQuery:
             parameters.extend(values)
         return conditions, parameters
 
-    def order_sql(self, alias: str) -> str:
+    def order_sql(self, alias: str, *, opaque: bool = False) -> str:
         """ORDER BY keys on the table's columns (qualified by `alias`, so that they never name
-        an output column of the same name, which no index could serve)."""
-        return ", ".join(
-            f"{alias}.{SORT_COLUMNS[name[1:]]} DESC NULLS FIRST"
-            if name.startswith("-")
-            else f"{alias}.{SORT_COLUMNS[name]} ASC NULLS LAST"
-            for name in self.sort
-        )
+        an output column of the same name, which no index could serve). `opaque`: the same
+        order on expressions no index serves, so that PostgreSQL reads the rows through the
+        filters' indexes and sorts them, rather than walking a sort index."""
+        keys = []
+        for name in self.sort:
+            descending = name.startswith("-")
+            column = SORT_COLUMNS[name.lstrip("-")]
+            key = f"{alias}.{column}"
+            if opaque:
+                key = f"({key} + {OPAQUE_ZERO.get(column, '0')})"
+            keys.append(f"{key} DESC NULLS FIRST" if descending else f"{key} ASC NULLS LAST")
+        return ", ".join(keys)
+
+    @property
+    def sort_columns(self) -> tuple[str, ...]:
+        """The columns of the sort keys, the pk's (`id`) among them."""
+        return tuple(dict.fromkeys(SORT_COLUMNS[name.lstrip("-")] for name in self.sort))
 
     @property
     def filter_names(self) -> frozenset[str]:

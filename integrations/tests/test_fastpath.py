@@ -3,6 +3,7 @@ statement."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import pytest
@@ -118,6 +119,53 @@ def test_sorts_and_pages_answer_as_the_regular_view(
     status, body, _ = fast_answer(api_client, path, params)
 
     assert status == 200
+    assert (status, body) == regular_answer(staff_user, channel, path, params)
+
+
+@pytest.fixture
+def correlated(channel, make_failed):
+    """40 records whose dates, counts and kinds follow their ids, as real failures' do: a
+    filter on one picks records from one end of another's sort order."""
+    base = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    return [
+        make_failed(
+            object_id=n,
+            reason_type=("remote", "mapping")[n % 7 == 0],
+            is_active=n % 5 != 0,
+            version_date=base + dt.timedelta(days=n),
+            expiration_date=None if n % 3 == 0 else base + dt.timedelta(days=80 - n),
+            retry_count=n // 10,
+            max_retry_count=2,
+        )
+        for n in range(40)
+    ]
+
+
+@pytest.mark.parametrize("walk_rows", [0, 1, 5, 20, 39, 1000])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"version_date__gte": "2026-02-01T00:00:00Z", "sort": "pk"},
+        {"version_date__lt": "2026-01-20T00:00:00Z", "sort": "-retry_count", "limit": 4},
+        {"reason_type": "mapping", "sort": "-pk", "limit": 2, "page": 2},
+        {"is_active": "true", "sort": "expiration_date", "limit": 5},
+        {"retry_count__gte": "2", "sort": "-expiration_date,version_date", "limit": 3},
+        {"exhausted": "true", "sort": "-version_date", "limit": 3, "page": 3},
+        {"created_date__gte": "2000-01-01T00:00:00Z", "sort": "-modified_date", "limit": 7},
+        {"version_date__gte": "2027-01-01T00:00:00Z", "sort": "retry_count"},
+    ],
+)
+def test_a_filtered_page_answers_as_the_regular_view_however_it_is_found(
+    api_client, staff_user, channel, correlated, monkeypatch, params, walk_rows
+):
+    """The page is the same whether it is found by walking the sort's index (all of it, part
+    of it, none of it) or by reading the matches and sorting them."""
+    monkeypatch.setattr(fastpath, "WALK_ROWS", walk_rows)
+    path = f"/api/v1/channel/{channel.pk}/failed_integrations/"
+
+    status, body, statements = fast_answer(api_client, path, params)
+
+    assert (status, statements) == (200, 1)
     assert (status, body) == regular_answer(staff_user, channel, path, params)
 
 
