@@ -166,6 +166,9 @@ if DATABASE_URL:
         # their first use and planned once per connection; Django's own queries bind
         # client-side and are not affected.
         DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", 0)
+        # No JIT compilation: the service's statements are short, and compiling a statement
+        # whose estimated cost passes jit_above_cost took 100 ms, far more than running it.
+        DATABASES["default"]["OPTIONS"].setdefault("options", "-c jit=off")
 else:
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {

@@ -63,7 +63,9 @@ TABLE = FailedIntegration._meta.db_table
 WALK_ROWS = 5000
 WALK_PAGE_MAX = 1000
 # Filters whose (channel, field, id) index lists their matches in pk order: sorted by pk, such
-# a page is an index range, which PostgreSQL finds by itself.
+# a page is an index range, which PostgreSQL finds by itself. So is a page sorted by a column
+# that a filter tests (a range of the sort's own index), and one sorted by the retry count
+# with `exhausted` (computed from it), where a bounded walk misses and the matches are many.
 PK_ORDERED_FILTERS = frozenset({"reason_type", "is_active", "exhausted", "parked"})
 
 
@@ -195,6 +197,7 @@ def list_page(request, channel_id: int, key_hash: str) -> HttpResponse | None:
         and conditions
         and need <= WALK_PAGE_MAX
         and not (query.sort[0].lstrip("-") == "pk" and query.filter_names & PK_ORDERED_FILTERS)
+        and query.sort_columns[0] not in query.filter_columns
     ):
         # A filtered page: see WALK_ROWS.
         keys = ", ".join(f"fi.{column}" for column in query.sort_columns)
@@ -207,10 +210,12 @@ def list_page(request, channel_id: int, key_hash: str) -> HttpResponse | None:
             ) AS fi WHERE {" AND ".join(conditions)} ORDER BY {order} LIMIT %s
         ),"""
         walk_params = [channel_id, WALK_ROWS, WALK_ROWS, *values[1:], need]
+        # Gated by its LIMIT rather than by a condition: a LIMIT of 0 never starts the branch,
+        # whereas a plan with parallel workers would start them before testing a condition.
         read = (
             f"SELECT {keys} FROM {TABLE} AS fi WHERE {where} "
-            f"AND (SELECT count(*) FROM walk) < %s "
-            f"ORDER BY {query.order_sql('fi', opaque=True)} LIMIT %s"
+            f"ORDER BY {query.order_sql('fi', opaque=True)} "
+            f"LIMIT (CASE WHEN (SELECT count(*) FROM walk) < %s THEN %s ELSE 0 END)"
         )
         chosen = (
             f"SELECT fi.id FROM (SELECT * FROM walk WHERE (SELECT count(*) FROM walk) >= %s "

@@ -9,10 +9,12 @@ what keeps a filtered list cheap; a whole django-filter form costs milliseconds 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
 from django import forms
+from django.core.exceptions import FieldDoesNotExist
 from django.db.models import QuerySet
 from rest_framework.exceptions import ValidationError
 
@@ -116,3 +118,14 @@ class ListQuery:
     @property
     def filter_names(self) -> frozenset[str]:
         return frozenset(name for name, _, _ in self.filters)
+
+    @property
+    def filter_columns(self) -> frozenset[str]:
+        """The columns the filters test (`exhausted` is computed from the retry counts)."""
+        columns = set()
+        for _, flt, _ in self.filters:
+            if flt.field_name == "exhausted":
+                columns.update(("retry_count", "max_retry_count"))
+            with suppress(FieldDoesNotExist):  # `state` is computed, not a column
+                columns.add(flt.column)
+        return frozenset(columns)

@@ -468,3 +468,10 @@ def test_an_update_needs_a_read_write_grant(client, user, channel, make_failed):
 
     assert response.status_code == 403
     assert FailedIntegration.objects.get(pk=record.pk).retry_count == 1
+
+
+def test_the_service_connection_does_not_jit_compile():
+    """A list statement's estimated cost can pass jit_above_cost; compiling it took 100 ms."""
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW jit")
+        assert cursor.fetchone()[0] == "off"
