@@ -199,12 +199,15 @@ def supersede(channel_id: int, records: Iterable[FailedIntegration], *, now: dt.
         channel_id=channel_id, is_active=True, object_id__in=object_ids
     )
     # Most reports are an object's only active failure: a read (no commit) tells, and the
-    # update runs only when there is something to supersede.
+    # update runs only when there is something to supersede. The objects with more than one
+    # are counted rather than tested with exists(): its LIMIT 1 made PostgreSQL walk the whole
+    # channel in (content type, object) order for a bulk's 1000 objects (370 ms at 160k rows,
+    # against 2 ms through the object index).
     if not (
         active.values("content_type_id", "object_id")
         .annotate(n=Count("pk"))
         .filter(n__gt=1)
-        .exists()
+        .count()
     ):
         return 0
     newest = FailedIntegration.objects.filter(
