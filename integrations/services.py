@@ -8,7 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
@@ -52,11 +52,43 @@ def _record(records: list[FailedIntegration], *, channel: Channel) -> list[Faile
     if len(records) == 1:
         records[0].save(force_insert=True)
     else:
-        with transaction.atomic():
-            FailedIntegration.objects.bulk_create(records)
+        _insert_many(records)
     if supersede_recorded(channel.pk, records, now=now):
         engine.refresh_life_cycle(records)
     return records
+
+
+def _insert_many(records: list[FailedIntegration]) -> None:
+    """Inserts the records in one statement, all or none. On PostgreSQL the rows go as one
+    array per column (`INSERT ... SELECT FROM unnest(...)`): the ORM's multi-row VALUES spent
+    more time building its 22,000 parameters than PostgreSQL spent inserting them."""
+    if connection.vendor != "postgresql":
+        with transaction.atomic():
+            FailedIntegration.objects.bulk_create(records)
+        return
+    fields = [
+        field
+        for field in FailedIntegration._meta.concrete_fields
+        if not field.primary_key and not field.generated
+    ]
+    quote = connection.ops.quote_name
+    # Names from the model's metadata, values as parameters.
+    sql = "INSERT INTO {} ({}) SELECT * FROM unnest({}) RETURNING {}, {}".format(  # noqa: S608
+        quote(FailedIntegration._meta.db_table),
+        ", ".join(quote(field.column) for field in fields),
+        ", ".join(f"%s::{field.db_type(connection)}[]" for field in fields),
+        quote("id"),
+        quote("exhausted"),
+    )
+    params = [[getattr(record, field.attname) for record in records] for field in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    # The rows come back in the order of the arrays, as they do for the ORM's multi-row
+    # INSERT ... RETURNING, which bulk_create relies on the same way.
+    for record, (pk, exhausted) in zip(records, rows, strict=True):
+        record.pk, record.exhausted = pk, exhausted
+        record._state.adding, record._state.db = False, connection.alias
 
 
 def supersede_recorded(channel_id: int, records: list[FailedIntegration], *, now) -> bool:

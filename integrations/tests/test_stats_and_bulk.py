@@ -159,6 +159,34 @@ def test_bulk_records_every_item(api_client, channel, product_type, integration_
     assert body["results"][0]["retry_count"] == 1
 
 
+def test_bulk_answers_each_record_as_it_is_stored(api_client, channel, product_type):
+    items = [
+        item(
+            product_type,
+            object_id=n,
+            reason_type=("remote", "mapping", "channel_app")[n % 3],
+            is_active=n % 4 != 0,
+            expiration_date=None if n % 2 else f"2030-01-{n % 28 + 1:02d}T10:00:00+03:00",
+            log_id=None if n % 5 else 10**15 + n,
+            retry_count=n % 4,
+            max_retry_count=2,
+            retry_interval=n,
+        )
+        for n in range(40)
+    ]
+
+    response = api_client.post(bulk_url(channel), items, format="json")
+
+    assert response.status_code == 201
+    for answered in response.json()["results"]:
+        url = f"/api/v1/channel/{channel.pk}/failed_integrations/{answered['pk']}/"
+        assert api_client.get(url).json() == answered
+    exhausted = FailedIntegration.objects.filter(channel=channel, exhausted=True)
+    assert sorted(exhausted.values_list("object_id", flat=True)) == [
+        n for n in range(40) if n % 4 >= 2
+    ]
+
+
 def test_fail_bulk_with_one_bad_item_records_nothing(api_client, channel, product_type):
     items = [item(product_type, object_id=n) for n in range(10)]
     items[3]["reason_type"] = "network"
