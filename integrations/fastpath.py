@@ -63,10 +63,21 @@ TABLE = FailedIntegration._meta.db_table
 WALK_ROWS = 5000
 WALK_PAGE_MAX = 1000
 # Filters whose (channel, field, id) index lists their matches in pk order: sorted by pk, such
-# a page is an index range, which PostgreSQL finds by itself. So is a page sorted by a column
-# that a filter tests (a range of the sort's own index), and one sorted by the retry count
-# with `exhausted` (computed from it), where a bounded walk misses and the matches are many.
+# a page is an index range, which PostgreSQL finds by itself.
 PK_ORDERED_FILTERS = frozenset({"reason_type", "is_active", "exhausted", "parked"})
+
+
+def _walks(query: ListQuery, need: int) -> bool:
+    """Whether a filtered page of `need` records is found by the bounded walk (see WALK_ROWS).
+    Not when PostgreSQL's own plan is an index range: sorted by pk with a pk-ordered filter, or
+    sorted by a column that a filter tests (a range of the sort's own index; `exhausted` counts
+    as testing the retry count, where a bounded walk misses and the matches are many)."""
+    first = query.sort_columns[0]
+    return (
+        need <= WALK_PAGE_MAX
+        and not (first == "id" and query.filter_names & PK_ORDERED_FILTERS)
+        and first not in query.filter_columns
+    )
 
 
 JSON_COLUMNS = json_columns_sql("fi", has_endpoint="(SELECT has_endpoint FROM allowed)")
@@ -191,14 +202,9 @@ def list_page(request, channel_id: int, key_hash: str) -> HttpResponse | None:
     ids = f"SELECT fi.id FROM {TABLE} AS fi WHERE {where}"
     order = query.order_sql("fi")
     walk_cte, walk_params = "", []
+    results_sql = "coalesce(string_agg(row_to_json(p)::text, ','), '')"
     need = page_request.offset + page_request.limit
-    if (
-        cursor is None
-        and conditions
-        and need <= WALK_PAGE_MAX
-        and not (query.sort[0].lstrip("-") == "pk" and query.filter_names & PK_ORDERED_FILTERS)
-        and query.sort_columns[0] not in query.filter_columns
-    ):
+    if cursor is None and conditions and _walks(query, need):
         # A filtered page: see WALK_ROWS.
         keys = ", ".join(f"fi.{column}" for column in query.sort_columns)
         walk_cte = f"""walk AS MATERIALIZED (
@@ -222,7 +228,6 @@ def list_page(request, channel_id: int, key_hash: str) -> HttpResponse | None:
             f"UNION ALL ({read})) AS fi ORDER BY {order} LIMIT %s OFFSET %s"
         )
         page_params = [need, *values, need, need, page_request.limit, page_request.offset]
-        results_sql = "coalesce(string_agg(row_to_json(p)::text, ','), '')"
     elif cursor is None and not conditions and page_request.offset == 0:
         # The first page of a channel, the most asked-for list: with the limit written into
         # the statement, PostgreSQL's generic plan of it is as cheap as a custom one, so the
@@ -230,11 +235,9 @@ def list_page(request, channel_id: int, key_hash: str) -> HttpResponse | None:
         # running it). The limit is a validated integer, and takes few values.
         chosen = f"{ids} ORDER BY {order} LIMIT {int(page_request.limit)}"
         page_params = values
-        results_sql = "coalesce(string_agg(row_to_json(p)::text, ','), '')"
     elif cursor is None:
         chosen = f"{ids} ORDER BY {order} LIMIT %s OFFSET %s"
         page_params = [*values, page_request.limit, page_request.offset]
-        results_sql = "coalesce(string_agg(row_to_json(p)::text, ','), '')"
     else:
         # One more record than the page, to know whether there is a next page.
         size = page_request.limit + 1
