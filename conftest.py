@@ -10,15 +10,14 @@ from django.contrib.contenttypes.models import ContentType
 from rest_framework.test import APIClient
 
 from accounts.services import token_create
+from common.database import is_postgresql
 from integrations.models import Channel, FailedIntegration, IntegrationAction
 
 
 def pytest_collection_modifyitems(config, items):
     """`postgres_only` tests cover PostgreSQL-only features; they run in the PostgreSQL pass
     of scripts/test (required in CI) and are skipped, saying so, in the SQLite pass."""
-    from django.conf import settings
-
-    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    if is_postgresql():
         return
     skip = pytest.mark.skip(reason="PostgreSQL only: runs in the PostgreSQL pass")
     for item in items:

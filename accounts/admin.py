@@ -11,8 +11,8 @@ class TokenAdmin(admin.ModelAdmin):
     list_display = ("prefix", "user", "name", "created_date", "expires_at", "revoked_at")
     list_filter = ("revoked_at",)
     search_fields = ("user__username", "prefix", "name")
-    readonly_fields = ("prefix", "created_date", "last_used_at")
-    fields = ("user", "name", "prefix", "created_date", "expires_at", "revoked_at", "last_used_at")
+    readonly_fields = ("prefix", "created_date")
+    fields = ("user", "name", "prefix", "created_date", "expires_at", "revoked_at")
     actions = ["revoke"]
 
     def has_add_permission(self, request):

@@ -10,7 +10,6 @@ import logging
 
 from django.db import InterfaceError, OperationalError
 from rest_framework import exceptions, status
-from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
@@ -66,7 +65,3 @@ def error_body(detail) -> dict | list:
     if isinstance(detail, dict | list):
         return detail
     return {"detail": str(detail), "code": getattr(detail, "code", None) or "error"}
-
-
-def json_error(status_code: int, detail: str, code: str) -> Response:
-    return Response({"detail": detail, "code": code}, status=status_code)

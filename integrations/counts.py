@@ -26,23 +26,23 @@ from typing import Any
 
 from django.db import connection
 
+from .records.registry import (
+    BY_NAME,
+    CUBE_COLUMNS,
+    DIMENSIONS,
+    EXACT,
+    IN,
+    ISNULL,
+    NULL_OR_NOT,
+    PER_VALUE,
+    RECORD_FIELDS,
+)
+
 # Histogram dimensions: (number, column, unit). Unit "value": the value itself; "hour": the
 # hour since the epoch; "null": 1 when the column is null, else 0.
 HOUR = 3600
 NULL_BUCKET = -(2**63)
-DIMENSIONS: tuple[tuple[int, str, str], ...] = (
-    (1, "retry_count", "value"),
-    (2, "max_retry_count", "value"),
-    (3, "retry_interval", "value"),
-    (4, "version_date", "hour"),
-    (5, "expiration_date", "hour"),
-    (6, "created_date", "hour"),
-    (7, "modified_date", "hour"),
-    (8, "integration_action_id", "null"),
-    (9, "log_id", "null"),
-)
 DIMENSION_OF = {column: (number, unit) for number, column, unit in DIMENSIONS}
-CUBE_COLUMNS = ("reason_type", "is_active", "content_type_id", "exhausted")
 # A read that meets more deltas than this folds the channel's deltas into the base tables.
 COMPACT_AFTER_DELTAS = 2000
 
@@ -239,20 +239,23 @@ DROP TABLE IF EXISTS fi_count_cube, fi_count_cube_delta, fi_count_hist, fi_count
 """
 
 
-def supported() -> bool:
-    return connection.vendor == "postgresql"
-
-
 # --- reading ----------------------------------------------------------------------------------
 
+# parameter: (cube column, whether the value is a list)
 CUBE_FILTERS = {
-    # parameter: (cube column, whether the value is a list)
-    "reason_type": ("reason_type", False),
-    "reason_type__in": ("reason_type", True),
-    "is_active": ("is_active", False),
-    "content_type": ("content_type_id", False),
-    "content_type__in": ("content_type_id", True),
-    "exhausted": ("exhausted", False),
+    name: (field.column, lookup == IN)
+    for field in RECORD_FIELDS
+    if field.in_cube
+    for name, lookup in field.filter_names()
+    if lookup in (EXACT, IN)
+}
+# parameter: the column of a histogram that tells null from not null
+NULL_FILTERS = {
+    name: field.column
+    for field in RECORD_FIELDS
+    if field.dimension
+    for name, lookup in field.filter_names()
+    if lookup == ISNULL
 }
 RANGE_OPERATORS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
@@ -265,18 +268,18 @@ def count_sql(channel_id: int, filters: tuple[tuple[str, Any, Any], ...]) -> tup
         return _cube_sql(channel_id, filters)
     if len(filters) == 1:
         name, _, value = filters[0]
-        if name in ("expiration_date__isnull", "integration_action__isnull", "log_id__isnull"):
-            column = name.removesuffix("__isnull")
-            column = "integration_action_id" if column == "integration_action" else column
-            return _null_sql(channel_id, column, value)
+        if name in NULL_FILTERS:
+            return _null_sql(channel_id, NULL_FILTERS[name], value)
         if name == "expired":
             return _expired_sql(channel_id, value)
-        column, _, lookup = name.partition("__")
-        if column in DIMENSION_OF and DIMENSION_OF[column][1] != "null":
+        field_name, _, lookup = name.partition("__")
+        field = BY_NAME.get(field_name)
+        unit = field.dimension[1] if field is not None and field.dimension else ""
+        if unit and unit != NULL_OR_NOT:
             if lookup in RANGE_OPERATORS:
-                return _range_sql(channel_id, column, RANGE_OPERATORS[lookup], value)
-            if lookup == "" and DIMENSION_OF[column][1] == "value":
-                return _range_sql(channel_id, column, "=", value)
+                return _range_sql(channel_id, field.column, RANGE_OPERATORS[lookup], value)
+            if lookup == "" and unit == PER_VALUE:
+                return _range_sql(channel_id, field.column, "=", value)
     return "", []
 
 

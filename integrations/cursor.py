@@ -5,8 +5,7 @@ page ended (its sort value and pk), so every page costs what the first one costs
 and no record is skipped or repeated while others are added or removed. It takes the list's
 filters and one `sort` field (the pk breaks ties).
 
-Empty values sort last ascending and first descending, as in the page mode; the only nullable
-sort field is `expiration_date`.
+Empty values sort last ascending and first descending, as in the page mode.
 """
 
 from __future__ import annotations
@@ -24,11 +23,12 @@ from rest_framework.exceptions import ValidationError
 from common.fields import INT64_MAX, format_datetime_utc, parse_datetime_utc
 
 from .filtersets import SORT_FIELDS
+from .records.registry import BY_NAME, DATETIME
 
 CURSOR_PARAM = "cursor"
 START = "*"
-DATETIME_FIELDS = {"version_date", "expiration_date", "created_date", "modified_date"}
-NULLABLE_FIELDS = {"expiration_date"}
+DATETIME_FIELDS = {name for name in SORT_FIELDS if BY_NAME[name].kind == DATETIME}
+NULLABLE_FIELDS = {name for name in SORT_FIELDS if BY_NAME[name].nullable}
 INVALID = "Invalid cursor: give * to start, then follow `next`."
 
 
@@ -48,7 +48,7 @@ class CursorRequest:
 
     @property
     def column(self) -> str:
-        return "id" if self.field == "pk" else self.field
+        return BY_NAME[self.field].column
 
     @property
     def nullable(self) -> bool:

@@ -27,7 +27,7 @@ from django.db.models import Count, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from .choices import Backoff, ReasonType, Resolution, State
-from .models import Channel, FailedIntegration, RetryPolicy
+from .models import FailedIntegration, RetryPolicy
 
 logger = logging.getLogger("integrations.engine")
 
@@ -177,10 +177,6 @@ def state_q(state: str, *, now: dt.datetime) -> Q:
         State.PENDING: live & Q(parked=False) & ~in_progress & ~due & ~exhausted,
     }
     return conditions[state]
-
-
-def channel_has_endpoint(channel_id: int) -> bool:
-    return Channel.objects.filter(pk=channel_id).exclude(retry_endpoint="").values("pk").exists()
 
 
 def truncate(text: str, limit: int = ERROR_TEXT_LIMIT) -> str:

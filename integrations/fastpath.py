@@ -25,7 +25,6 @@ from functools import cache
 
 import orjson
 import psycopg
-from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.http import HttpResponse
 from django.utils import timezone
@@ -33,6 +32,7 @@ from rest_framework.exceptions import APIException
 
 from accounts.authentication import AUTHENTICATES_SQL, key_from_header
 from accounts.models import hash_key
+from common.database import is_postgresql
 from common.fields import INT64_MAX
 from common.pagination import PageRequest, cursor_link, page_links
 
@@ -103,14 +103,10 @@ RETRIEVE_SQL = f"""
 """
 
 
-def _enabled() -> bool:
-    return settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
-
-
 class FastPathMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
-        self.enabled = _enabled()
+        self.enabled = is_postgresql()
 
     def __call__(self, request):
         if self.enabled and request.method in ("GET", "POST", "PUT", "PATCH"):
@@ -171,7 +167,7 @@ def retrieve(channel_id: int, pk: int, key_hash: str) -> HttpResponse | None:
     if row is None:
         return None
     response = _json_response(row[0].encode())
-    response["ETag"] = f'"{row[1]}-{row[2]}"'  # as serializers.etag writes it
+    response["ETag"] = etag(row[1], row[2])
     return response
 
 

@@ -4,6 +4,10 @@ operator console all take these query parameters.
 Conventions of the original API: Django lookups in the query string (`object_id__in=1,2,3`,
 `version_date__gte=...`), `sort=field` / `sort=-field` (several, comma-separated). A bad value
 for a known parameter answers 400 naming it; unknown parameters are ignored.
+
+The filters of the fields are made from the field registry (`records.registry`): its lookups,
+kinds and bounds. Each filter's rule is one `Q` (`RecordFilter.q`): querysets filter by it, and
+the PostgreSQL fast path runs the SQL Django compiles from it (`query.ListQuery.where_sql`).
 """
 
 from __future__ import annotations
@@ -14,27 +18,32 @@ import re
 import django_filters
 from django import forms
 from django.contrib.contenttypes.models import ContentType
-from django.db.models import F, Q
+from django.db.models import F, Field, ForeignKey, Q
 from django.db.models.expressions import OrderBy
+from django.db.models.lookups import In
 from django.utils import timezone
 
-from common.fields import INT32_MAX, INT64_MAX, parse_datetime_utc
+from common.fields import INT64_MAX, parse_datetime_utc
 
-from .choices import ReasonType, State
+from .choices import State
 from .models import FailedIntegration
+from .records.registry import (
+    BOOL,
+    CHOICE,
+    DATETIME,
+    IN,
+    INT,
+    ISNULL,
+    RECORD_FIELDS,
+    SORTABLE,
+    RecordField,
+)
 
-RANGE_LOOKUPS = ("gt", "gte", "lt", "lte")
 EARLIEST = dt.datetime.min.replace(tzinfo=dt.UTC)
 LATEST = dt.datetime.max.replace(tzinfo=dt.UTC)
 MAX_LIST_ITEMS = 1000
-SORT_FIELDS = (
-    "pk",
-    "version_date",
-    "expiration_date",
-    "retry_count",
-    "created_date",
-    "modified_date",
-)
+SORT_FIELDS = SORTABLE
+INT64_MIN = -(2**63)
 
 
 class IntegerField(forms.IntegerField):
@@ -87,34 +96,66 @@ class BooleanField(forms.Field):
         pass
 
 
-SQL_OPERATORS = {"exact": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+class AnyOf(In):
+    """`field__any_of=[...]`: `IN (...)` on SQLite, `= ANY(%s)` with one array on PostgreSQL,
+    so that a list of any length is one prepared statement."""
+
+    lookup_name = "any_of"
+
+    def as_postgresql(self, compiler, connection):
+        lhs, lhs_params = self.process_lhs(compiler, connection)
+        return f"{lhs} = ANY(%s)", [*lhs_params, list(self.rhs)]
 
 
-class SQLFilter(django_filters.Filter):
-    """A filter that can also write itself as SQL, for the list's fast path on PostgreSQL.
+Field.register_lookup(AnyOf)
+ForeignKey.register_lookup(AnyOf)
 
-    `filter()` (django-filter's, for querysets) and `to_sql()` must select the same rows; the
-    test suite runs every filter through both. A filter with `fast = False` has no SQL form:
-    a list using it takes the regular path.
+
+class RecordFilter(django_filters.Filter):
+    """A filter of the list, whose rule is the `Q` of `q()`.
+
+    `fast = False`: the fast path has no SQL for it (its rule joins another table), and a list
+    using it takes the regular path.
     """
 
     fast = True
+    record_field: RecordField | None = None
+
+    def q(self, value) -> Q:
+        lookup = "any_of" if self.lookup_expr == IN else self.lookup_expr
+        return Q(**{f"{self.field_name}__{lookup}": value})
+
+    def filter(self, qs, value):
+        if value in django_filters.constants.EMPTY_VALUES:
+            return qs
+        return qs.filter(self.q(value))
+
+    def sql_shape(self, value):
+        """What the compiled SQL of `q(value)` depends on besides the filter (None: the value
+        only as its parameter), or NOT_CACHED when it must be compiled for every value."""
+        if self.lookup_expr == ISNULL:
+            return bool(value)
+        return None
+
+    def sql_params(self, value) -> list:
+        """The compiled SQL's parameters: the value itself, or none for `isnull`."""
+        if self.lookup_expr == ISNULL:
+            return []
+        if self.lookup_expr == IN:
+            return [list(value)]
+        return [value]
 
     @property
-    def column(self) -> str:
-        name = "id" if self.field_name == "pk" else self.field_name
-        return FailedIntegration._meta.get_field(name).column
-
-    def to_sql(self, value, alias: str) -> tuple[str, list]:
-        column = f"{alias}.{self.column}"
-        if self.lookup_expr == "in":
-            return f"{column} = ANY(%s)", [list(value)]
-        if self.lookup_expr == "isnull":
-            return f"{column} IS {'' if value else 'NOT '}NULL", []
-        return f"{column} {SQL_OPERATORS[self.lookup_expr]} %s", [value]
+    def columns(self) -> frozenset[str]:
+        """The columns the rule tests."""
+        field = self.record_field
+        return frozenset({field.column} if field is not None else ())
 
 
-class IntegerFilter(SQLFilter):
+NOT_CACHED = object()
+
+
+class IntegerFilter(RecordFilter):
     field_class = IntegerField
 
 
@@ -122,77 +163,20 @@ class IntegerInFilter(django_filters.BaseInFilter, IntegerFilter):
     pass
 
 
-class DateTimeFilter(SQLFilter):
+class DateTimeFilter(RecordFilter):
     field_class = DateTimeField
 
 
-class BooleanFilter(SQLFilter):
+class BooleanFilter(RecordFilter):
     field_class = BooleanField
 
 
-class ReasonTypeFilter(SQLFilter, django_filters.ChoiceFilter):
+class ChoiceFilter(RecordFilter, django_filters.ChoiceFilter):
     pass
 
 
-class ReasonTypeInFilter(django_filters.BaseInFilter, ReasonTypeFilter):
+class ChoiceInFilter(django_filters.BaseInFilter, ChoiceFilter):
     pass
-
-
-class ChannelFilter(IntegerFilter):
-    """The original API's `channel`: any integer; one other than the URL's gives an empty
-    page (the URL's channel is always applied as well)."""
-
-    def filter(self, qs, value):
-        if value is None:
-            return qs
-        if not -INT64_MAX - 1 <= value <= INT64_MAX:
-            return qs.none()
-        return qs.filter(channel_id=value)
-
-    def to_sql(self, value, alias: str) -> tuple[str, list]:
-        if not -INT64_MAX - 1 <= value <= INT64_MAX:
-            return "FALSE", []
-        return f"{alias}.channel_id = %s", [value]
-
-
-class ExpiredFilter(BooleanFilter):
-    """`expiration_date` has passed (a record without one never expires)."""
-
-    def filter(self, qs, value):
-        if value is None:
-            return qs
-        expired = Q(expiration_date__lt=timezone.now())
-        return qs.filter(expired if value else ~expired)
-
-    def to_sql(self, value, alias: str) -> tuple[str, list]:
-        expired = f"({alias}.expiration_date IS NOT NULL AND {alias}.expiration_date < %s)"
-        return (expired if value else f"NOT {expired}"), [timezone.now()]
-
-
-class StateFilter(SQLFilter, django_filters.ChoiceFilter):
-    """The derived retry state (see engine.record_state)."""
-
-    fast = False
-
-    def filter(self, qs, value):
-        if value in (None, ""):
-            return qs
-        from .engine import state_q
-
-        return qs.filter(state_q(value, now=timezone.now()))
-
-
-class StateInFilter(django_filters.BaseInFilter, StateFilter):
-    def filter(self, qs, value):
-        if not value:
-            return qs
-        from .engine import state_q
-
-        now = timezone.now()
-        condition = Q(pk__in=[])
-        for state in dict.fromkeys(value):  # each state once
-            condition |= state_q(state, now=now)
-        return qs.filter(condition)
 
 
 class ContentTypeField(forms.Field):
@@ -220,7 +204,7 @@ class ContentTypeField(forms.Field):
         raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
 
 
-class ContentTypeFilter(SQLFilter):
+class ContentTypeFilter(RecordFilter):
     field_class = ContentTypeField
 
 
@@ -228,15 +212,64 @@ class ContentTypeInFilter(django_filters.BaseInFilter, ContentTypeFilter):
     pass
 
 
-class SortFilter(django_filters.OrderingFilter):
-    """`sort=field,-other`. The pk breaks ties, so that pages are stable; empty values sort
-    last ascending and first descending on every database (PostgreSQL's order)."""
+class ChannelFilter(IntegerFilter):
+    """The original API's `channel`: any integer; one other than the URL's gives an empty
+    page (the URL's channel is always applied as well)."""
 
-    def filter(self, qs, value):
-        if not value:
-            return qs
-        names = with_tie_breaker([self.get_ordering_value(param) for param in value])
-        return qs.order_by(*(sort_expression(name) for name in names))
+    def q(self, value) -> Q:
+        if not INT64_MIN <= value <= INT64_MAX:
+            return Q(pk__in=[])
+        return Q(channel_id=value)
+
+    def sql_shape(self, value):
+        return NOT_CACHED
+
+
+class ExpiredFilter(BooleanFilter):
+    """`expiration_date` has passed (a record without one never expires)."""
+
+    def q(self, value) -> Q:
+        expired = Q(expiration_date__lt=timezone.now())
+        return expired if value else ~expired
+
+    def sql_shape(self, value):
+        return NOT_CACHED
+
+    @property
+    def columns(self) -> frozenset[str]:
+        return frozenset({"expiration_date"})
+
+
+class StateFilter(ChoiceFilter):
+    """The derived retry state (see engine.record_state)."""
+
+    fast = False
+
+    def q(self, value) -> Q:
+        from .engine import state_q
+
+        return state_q(value, now=timezone.now())
+
+    @property
+    def columns(self) -> frozenset[str]:
+        return frozenset()
+
+
+class StateInFilter(django_filters.BaseInFilter, StateFilter):
+    def q(self, value) -> Q:
+        from .engine import state_q
+
+        now = timezone.now()
+        condition = Q(pk__in=[])
+        for state in dict.fromkeys(value):  # each state once
+            condition |= state_q(state, now=now)
+        return condition
+
+
+class SortFilter(django_filters.OrderingFilter):
+    """`sort=field,-other` (read by `query.ListQuery`). The pk breaks ties, so that pages are
+    stable; empty values sort last ascending and first descending on every database
+    (PostgreSQL's order)."""
 
 
 def with_tie_breaker(names: list[str]) -> tuple[str, ...]:
@@ -253,66 +286,74 @@ def sort_expression(name: str) -> OrderBy:
     return F(name).asc(nulls_last=True)
 
 
-def _lookups(name: str, filter_class, **kwargs) -> dict[str, django_filters.Filter]:
-    """`name` and `name__gt/__gte/__lt/__lte`."""
-    filters = {name: filter_class(field_name=name, **kwargs)}
-    for lookup in RANGE_LOOKUPS:
-        filters[f"{name}__{lookup}"] = filter_class(field_name=name, lookup_expr=lookup, **kwargs)
+_VALUE_FILTERS = {
+    INT: (IntegerFilter, IntegerInFilter),
+    DATETIME: (DateTimeFilter, None),
+    BOOL: (BooleanFilter, None),
+    CHOICE: (ChoiceFilter, ChoiceInFilter),
+}
+
+
+def _field_filter(field: RecordField, lookup: str) -> RecordFilter:
+    """The filter of one lookup of a registry field."""
+    kwargs = {"field_name": "pk" if field.name == "pk" else field.target, "lookup_expr": lookup}
+    if lookup == ISNULL:
+        flt = BooleanFilter(**kwargs)
+    else:
+        if field.by_content_type_name:
+            single, many = ContentTypeFilter, ContentTypeInFilter
+        else:
+            single, many = _VALUE_FILTERS[field.kind]
+        cls = many if lookup == IN else single
+        if field.kind == INT and not field.by_content_type_name:
+            kwargs["min_value"], kwargs["max_value"] = field.bounds
+        if field.kind == CHOICE:
+            kwargs["choices"] = field.model_field.choices
+        flt = cls(**kwargs)
+    flt.record_field = field
+    return flt
+
+
+def record_filters() -> dict[str, django_filters.Filter]:
+    """Every query parameter of the list, by name."""
+    filters: dict[str, django_filters.Filter] = {
+        name: _field_filter(field, lookup)
+        for field in RECORD_FIELDS
+        for name, lookup in field.filter_names()
+    }
+    filters["channel"] = ChannelFilter(field_name="channel_id")
+    filters["state"] = StateFilter(choices=State.choices)
+    filters["state__in"] = StateInFilter(
+        field_name="state", lookup_expr="in", choices=State.choices
+    )
+    filters["expired"] = ExpiredFilter(field_name="expiration_date")
+    filters["sort"] = SortFilter(fields=SORT_FIELDS)
     return filters
 
 
-class FailedIntegrationFilterSet(django_filters.FilterSet):
-    pk__in = IntegerInFilter(field_name="pk", lookup_expr="in", min_value=1, max_value=INT64_MAX)
-    channel = ChannelFilter(field_name="channel_id")
-    reason_type = ReasonTypeFilter(choices=ReasonType.choices)
-    reason_type__in = ReasonTypeInFilter(
-        field_name="reason_type", lookup_expr="in", choices=ReasonType.choices
-    )
-    is_active = BooleanFilter()
-    content_type = ContentTypeFilter(field_name="content_type_id")
-    content_type__in = ContentTypeInFilter(field_name="content_type_id", lookup_expr="in")
-    object_id = IntegerFilter(min_value=0, max_value=INT64_MAX)
-    object_id__in = IntegerInFilter(
-        field_name="object_id", lookup_expr="in", min_value=0, max_value=INT64_MAX
-    )
-    integration_action = IntegerFilter(
-        field_name="integration_action_id", min_value=1, max_value=INT64_MAX
-    )
-    integration_action__isnull = BooleanFilter(
-        field_name="integration_action_id", lookup_expr="isnull"
-    )
-    log_id = IntegerFilter(min_value=0, max_value=INT64_MAX)
-    log_id__isnull = BooleanFilter(field_name="log_id", lookup_expr="isnull")
-    expiration_date__isnull = BooleanFilter(field_name="expiration_date", lookup_expr="isnull")
-    locals().update(_lookups("version_date", DateTimeFilter))
-    locals().update(_lookups("expiration_date", DateTimeFilter))
-    locals().update(_lookups("created_date", DateTimeFilter))
-    locals().update(_lookups("modified_date", DateTimeFilter))
-    locals().update(_lookups("retry_count", IntegerFilter, min_value=0, max_value=INT32_MAX))
-    locals().update(_lookups("max_retry_count", IntegerFilter, min_value=0, max_value=INT32_MAX))
-    locals().update(_lookups("retry_interval", IntegerFilter, min_value=0, max_value=INT32_MAX))
-    exhausted = BooleanFilter()
-    parked = BooleanFilter()
-    state = StateFilter(choices=State.choices)
-    state__in = StateInFilter(field_name="state", lookup_expr="in", choices=State.choices)
-    next_retry_at__isnull = BooleanFilter(field_name="next_retry_at", lookup_expr="isnull")
-    locals().update(_lookups("next_retry_at", DateTimeFilter))
-    locals().update(_lookups("last_attempt_at", DateTimeFilter))
-    locals().update(_lookups("resolved_at", DateTimeFilter))
-    expired = ExpiredFilter(field_name="expiration_date")
-    sort = SortFilter(fields=SORT_FIELDS)
+class _Meta:
+    model = FailedIntegration
+    fields: list[str] = []
 
-    class Meta:
-        model = FailedIntegration
-        fields: list[str] = []
 
-    def is_valid(self) -> bool:
-        valid = super().is_valid()
-        for name, value in list(self.form.cleaned_data.items()) if valid else ():
-            message = list_problem(value)
-            if message:
-                self.form.add_error(name, message)
-        return valid and not self.form.errors
+def _filter_queryset(self, queryset):
+    """The queryset filtered and sorted as the service does it (`query.ListQuery`)."""
+    from .query import ListQuery
+
+    return ListQuery.from_params(self.data).apply(queryset)
+
+
+FailedIntegrationFilterSet = type(
+    "FailedIntegrationFilterSet",
+    (django_filters.FilterSet,),
+    {
+        **record_filters(),
+        "Meta": _Meta,
+        "__module__": __name__,
+        "__doc__": "The list's filters, declared from the field registry.",
+        "filter_queryset": _filter_queryset,
+    },
+)
 
 
 def list_problem(value) -> str | None:

@@ -26,7 +26,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from common.fields import INT32_MAX, INT64_MAX
+from common.fields import INT32_MAX
 
 from .api.urls import RECORD_ACTIONS
 from .choices import AttemptOutcome, State
@@ -40,6 +40,7 @@ from .filtersets import (
     IntegerFilter,
     SortFilter,
 )
+from .records.registry import ANSWERED, BOOL, CHOICE, DATETIME, INT, STATE, TEXT, RecordField
 from .selectors import GROUP_KEYS
 from .services import ACTIONS
 
@@ -76,62 +77,48 @@ ERROR_RESPONSES: dict[str, dict[str, Any]] = {
     "503": _error_response("The database is unavailable; retry after `Retry-After` seconds."),
 }
 
-# Integer bounds of the storage, and the fields the service adds to every answer.
-FIELD_BOUNDS: dict[str, dict[str, Any]] = {
-    "pk": {"format": "int64", "minimum": 1, "maximum": INT64_MAX},
-    "channel": {"format": "int64", "minimum": 1, "maximum": INT64_MAX},
-    "content_type": {"format": "int64", "minimum": 1, "maximum": INT64_MAX},
-    "object_id": {"format": "int64", "minimum": 0, "maximum": INT64_MAX},
-    "retry_count": {"format": "int32", "maximum": INT32_MAX},
-    "max_retry_count": {"format": "int32", "maximum": INT32_MAX},
-    "retry_interval": {"format": "int32", "maximum": INT32_MAX},
-    "integration_action": {"format": "int64", "minimum": 1, "maximum": INT64_MAX},
-    "log_id": {"format": "int64", "minimum": 0, "maximum": INT64_MAX},
+_KIND_SCHEMAS: dict[str, dict[str, Any]] = {
+    INT: {"type": "integer"},
+    BOOL: {"type": "boolean"},
+    DATETIME: {"type": "string", "format": "date-time"},
+    CHOICE: {"type": "string"},
+    TEXT: {"type": "string"},
+    STATE: {"type": "string", "enum": list(State.values)},
 }
-READ_ONLY_FIELDS: dict[str, dict[str, Any]] = {
-    "created_date": {
-        "type": "string",
-        "format": "date-time",
-        "readOnly": True,
-        "description": "When the record was created (UTC).",
-    },
-    "modified_date": {
-        "type": "string",
-        "format": "date-time",
-        "readOnly": True,
-        "description": "When the record was last changed (UTC).",
-    },
-    "state": {
-        "type": "string",
-        "enum": list(State.values),
-        "readOnly": True,
-        "description": "Where the record is in its retry life cycle (see the README).",
-    },
-    "next_retry_at": {
-        "type": "string",
-        "format": "date-time",
-        "nullable": True,
-        "readOnly": True,
-        "description": "When the retry engine will try it next; null: not on its own.",
-    },
-    "last_attempt_at": {
-        "type": "string",
-        "format": "date-time",
-        "nullable": True,
-        "readOnly": True,
-    },
-    "last_error": {
-        "type": "string",
-        "readOnly": True,
-        "description": "The channel app's answer to the last failed attempt (truncated).",
-    },
-    "resolved_at": {
-        "type": "string",
-        "format": "date-time",
-        "nullable": True,
-        "readOnly": True,
-    },
-}
+
+
+def field_schema(field: RecordField) -> dict[str, Any]:
+    """A registry field's schema: its type, bounds and nullability; read-only unless a channel
+    app writes it."""
+    schema = dict(_KIND_SCHEMAS[field.kind])
+    if field.bounds is not None:
+        low, high = field.bounds
+        schema |= {"format": "int32" if high <= INT32_MAX else "int64"}
+        schema |= {"minimum": low, "maximum": high}
+    if field.choices:
+        schema["enum"] = list(field.choices)
+    if field.nullable:
+        schema["nullable"] = True
+    if not field.writable:
+        schema["readOnly"] = True
+    if field.description:
+        schema["description"] = field.description
+    return schema
+
+
+def _record_schema(record: dict[str, Any]) -> None:
+    """The contract's record schema with the storage's bounds of its integers, and the fields
+    the service adds to every answer."""
+    properties = record["properties"]
+    for field in ANSWERED:
+        schema = field_schema(field)
+        if field.name not in properties:
+            properties[field.name] = schema
+        elif field.bounds is not None:
+            properties[field.name].update(
+                {key: schema[key] for key in ("format", "minimum", "maximum")}
+            )
+
 
 LOGIN_PATH = {
     "post": {
@@ -503,10 +490,13 @@ def _attempts_path() -> dict[str, Any]:
     }
 
 
-def _add_error_responses(path: str, method: str, responses: dict[str, Any]) -> None:
+def _add_error_responses(path: str, method: str, operation: dict[str, Any]) -> None:
+    responses = operation["responses"]
     for status in ("400", "503") + (("413", "415") if method in BODY_METHODS else ()):
         responses.setdefault(status, {"$ref": f"#/components/responses/{status}"})
-    if method == "get" or "{id}" in path:  # a page past the last; a record not found
+    paged = {"$ref": "#/components/parameters/page"} in operation.get("parameters", [])
+    # A channel or record not found (or not granted), or a page past the last.
+    if "{channel_id}" in path or paged:
         responses.setdefault("404", {"$ref": "#/components/responses/404"})
 
 
@@ -515,9 +505,7 @@ def build_document(contract: dict[str, Any] | None = None) -> dict[str, Any]:
     document = copy.deepcopy(contract if contract is not None else load_contract())
     schemas = document["components"]["schemas"]
     record = schemas["FailedIntegration"]
-    for name, bounds in FIELD_BOUNDS.items():
-        record["properties"][name].update(bounds)
-    record["properties"].update(copy.deepcopy(READ_ONLY_FIELDS))
+    _record_schema(record)
 
     # What a create or full update requires: the contract's list, less `channel` (the URL's).
     write = copy.deepcopy(record)
@@ -562,9 +550,9 @@ def build_document(contract: dict[str, Any] | None = None) -> dict[str, Any]:
         document["paths"][f"{DETAIL_PATH}{action}/"] = _action_path(action, bulk=False)
     document["paths"]["/api/v1/auth/login/"] = copy.deepcopy(LOGIN_PATH)
     document["paths"]["/api/v1/content_types/"] = copy.deepcopy(CONTENT_TYPES_PATH)
-    for operations in document["paths"].values():
+    for path, operations in document["paths"].items():
         for method, operation in operations.items():
-            _add_error_responses(path, method, operation["responses"])
+            _add_error_responses(path, method, operation)
     document["info"]["description"] = (
         "Sales channel failed integrations. Unknown routes answer 404 and unsupported methods "
         "405 (with `Allow`), both as JSON `{detail, code}`."

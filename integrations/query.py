@@ -1,5 +1,6 @@
 """The query parameters of a list of failed integrations, read once and applied two ways: to a
-queryset (any database) and as SQL (the PostgreSQL fast path).
+queryset (any database) and as the SQL Django compiles from the same `Q` (the PostgreSQL fast
+path), compiled once per filter and shape.
 
 Reading the parameters goes through the FilterSet's own filters and their form fields (built
 once, reused for every request): only the parameters a request carries are looked at, which is
@@ -9,43 +10,77 @@ what keeps a filtered list cheap; a whole django-filter form costs milliseconds 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
 from django import forms
-from django.core.exceptions import FieldDoesNotExist
-from django.db.models import QuerySet
+from django.core.exceptions import EmptyResultSet, FullResultSet
+from django.db import connection
+from django.db.models import Q, QuerySet
+from django.db.models.sql import Query
 from rest_framework.exceptions import ValidationError
 
 from .filtersets import (
+    NOT_CACHED,
     SORT_FIELDS,
     FailedIntegrationFilterSet,
-    SQLFilter,
+    RecordFilter,
     list_problem,
     sort_expression,
     with_tie_breaker,
 )
+from .models import FailedIntegration
+from .records.registry import BY_NAME, DATETIME
 
-FILTERS: dict[str, SQLFilter] = {
+FILTERS: dict[str, RecordFilter] = {
     name: flt
     for name, flt in FailedIntegrationFilterSet.base_filters.items()
-    if isinstance(flt, SQLFilter)
+    if isinstance(flt, RecordFilter)
 }
 SORT_PARAM = "sort"
-SORT_COLUMNS = {name: ("id" if name == "pk" else name) for name in SORT_FIELDS}
+SORT_COLUMNS = {name: BY_NAME[name].column for name in SORT_FIELDS}
 _sort_field = FailedIntegrationFilterSet.base_filters[SORT_PARAM].field
 # What a sort column is added to in an opaque ORDER BY key (integers: 0).
 OPAQUE_ZERO = {
-    name: "interval '0 s'"
-    for name in ("version_date", "expiration_date", "created_date", "modified_date")
+    BY_NAME[name].column: "interval '0 s'" for name in SORT_FIELDS if BY_NAME[name].kind == DATETIME
 }
+_TABLE = FailedIntegration._meta.db_table
+# (parameter, shape, alias): the SQL compiled from the filter's Q (see RecordFilter.sql_shape).
+_compiled: dict[tuple, str] = {}
+
+
+def condition_sql(q: Q, alias: str) -> tuple[str, list]:
+    """The SQL Django writes for `q` on the table aliased `alias`, and its parameters."""
+    query = Query(FailedIntegration)
+    where = query.build_where(q).relabeled_clone({_TABLE: alias})
+    try:
+        return query.get_compiler(connection=connection).compile(where)
+    except EmptyResultSet:
+        return "FALSE", []
+    except FullResultSet:
+        return "TRUE", []
+
+
+def filter_sql(name: str, flt: RecordFilter, value: Any, alias: str) -> tuple[str, list]:
+    """A filter's condition as SQL: compiled from its Q once per shape, as its parameters are
+    the value itself."""
+    shape = flt.sql_shape(value)
+    if shape is NOT_CACHED:
+        return condition_sql(flt.q(value), alias)
+    key = (name, shape, alias)
+    sql = _compiled.get(key)
+    if sql is None:
+        sql, params = condition_sql(flt.q(value), alias)
+        if list(params) != flt.sql_params(value):
+            return sql, list(params)  # not only the value: not kept
+        _compiled[key] = sql
+    return sql, flt.sql_params(value)
 
 
 @dataclass(frozen=True)
 class ListQuery:
     # (parameter name, filter, value) of each filter the request gave.
-    filters: tuple[tuple[str, SQLFilter, Any], ...] = ()
+    filters: tuple[tuple[str, RecordFilter, Any], ...] = ()
     # Sort keys as field names, "-" for descending, always ending with the pk.
     sort: tuple[str, ...] = ("pk",)
 
@@ -82,15 +117,15 @@ class ListQuery:
 
     def apply(self, queryset: QuerySet) -> QuerySet:
         for _, flt, value in self.filters:
-            queryset = flt.filter(queryset, value)
+            queryset = queryset.filter(flt.q(value))
         return queryset.order_by(*(sort_expression(name) for name in self.sort))
 
     def where_sql(self, alias: str) -> tuple[list[str], list[Any]]:
         """SQL conditions on the table aliased `alias` (to be AND-ed) and their parameters."""
         conditions: list[str] = []
         parameters: list[Any] = []
-        for _, flt, value in self.filters:
-            condition, values = flt.to_sql(value, alias)
+        for name, flt, value in self.filters:
+            condition, values = filter_sql(name, flt, value, alias)
             conditions.append(condition)
             parameters.extend(values)
         return conditions, parameters
@@ -126,6 +161,5 @@ class ListQuery:
         for _, flt, _ in self.filters:
             if flt.field_name == "exhausted":
                 columns.update(("retry_count", "max_retry_count"))
-            with suppress(FieldDoesNotExist):  # `state` is computed, not a column
-                columns.add(flt.column)
+            columns |= flt.columns
         return frozenset(columns)

@@ -11,6 +11,7 @@ from django.db.models.fields import BooleanField
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
+from common.database import is_postgresql
 from common.fields import INT64_MAX
 
 from . import counts
@@ -51,7 +52,7 @@ def failed_integration_list_source(*, channel: Channel, params) -> ListSource:
     query = ListQuery.from_params(params)
     cursor = cursor_request(params.get(CURSOR_PARAM), query.sort)
     queryset = query.apply(failed_integration_list(channel=channel))
-    total = counts.count(channel.pk, query.filters) if counts.supported() else None
+    total = counts.count(channel.pk, query.filters) if is_postgresql() else None
     if total is None:
         total = queryset.count()
     if cursor is not None:
@@ -92,7 +93,7 @@ def failed_integration_stats(*, channel: Channel, params) -> dict[str, Any]:
     keys = parse_group_by(params.get("group_by"))
     query = ListQuery.from_params(params)
     columns = ["content_type_id" if key == "content_type" else key for key in keys]
-    rows = counts.group_counts(channel.pk, query.filters, columns) if counts.supported() else None
+    rows = counts.group_counts(channel.pk, query.filters, columns) if is_postgresql() else None
     if rows is None:
         rows = _group_rows(query.apply(failed_integration_list(channel=channel)), keys, columns)
     rows.sort(key=lambda row: (-row[-1], *row[:-1]))

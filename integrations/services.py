@@ -12,6 +12,7 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
+from common.database import is_postgresql
 from common.exceptions import InvalidBody
 
 from . import engine
@@ -62,7 +63,7 @@ def _insert_many(records: list[FailedIntegration]) -> None:
     """Inserts the records in one statement, all or none. On PostgreSQL the rows go as one
     array per column (`INSERT ... SELECT FROM unnest(...)`): the ORM's multi-row VALUES spent
     more time building its 22,000 parameters than PostgreSQL spent inserting them."""
-    if connection.vendor != "postgresql":
+    if not is_postgresql():
         with transaction.atomic():
             FailedIntegration.objects.bulk_create(records)
         return

@@ -1,5 +1,5 @@
-"""Validation of a failed integration as a channel app sends it: one table of field rules, used
-by single writes (POST, PUT, PATCH) and by bulk intake alike, and by the OpenAPI document.
+"""Validation of a failed integration as a channel app sends it, by the field registry's rules
+(kinds, bounds, nullability, choices), for single writes (POST, PUT, PATCH) and bulk intake.
 
 It is plain Python rather than a DRF serializer because bulk intake validates a thousand items
 per request; messages are DRF's, so answers look the same as everywhere else.
@@ -8,15 +8,14 @@ per request; messages are DRF's, so answers look the same as everywhere else.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
 
-from common.fields import INT32_MAX, INT64_MAX, parse_datetime_utc
+from common.fields import parse_datetime_utc
 
-from .choices import ReasonType
 from .models import IntegrationAction
+from .records.registry import BOOL, CHOICE, INT, WRITABLE, RecordField
 
 REQUIRED = "This field is required."
 NOT_NULL = "This field may not be null."
@@ -30,87 +29,37 @@ DATETIME_RANGE = "Datetime value out of range (years 0001 to 9999 in UTC)."
 NOT_OBJECT = "Invalid data. Expected a dictionary, but got {type}."
 
 
-@dataclass(frozen=True)
-class FieldRule:
-    name: str
-    kind: str  # "int", "bool", "datetime" or "choice"
-    required: bool = False
-    nullable: bool = False
-    minimum: int | None = None
-    maximum: int | None = None
-    choices: tuple[str, ...] = ()
-    attname: str = ""
-
-    @property
-    def target(self) -> str:
-        """The model attribute the value is written to."""
-        return self.attname or self.name
-
-
-# The writable fields, in the contract's order. `channel` is the URL's (see `validate_item`).
-FIELD_RULES: tuple[FieldRule, ...] = (
-    FieldRule("channel", "int", minimum=1, maximum=INT64_MAX, attname="channel_id"),
-    FieldRule("version_date", "datetime", required=True),
-    FieldRule("reason_type", "choice", required=True, choices=tuple(ReasonType.values)),
-    FieldRule("is_active", "bool"),
-    FieldRule(
-        "content_type",
-        "int",
-        required=True,
-        minimum=1,
-        maximum=INT64_MAX,
-        attname="content_type_id",
-    ),
-    FieldRule("object_id", "int", required=True, minimum=0, maximum=INT64_MAX),
-    FieldRule("expiration_date", "datetime", nullable=True),
-    FieldRule("retry_count", "int", minimum=0, maximum=INT32_MAX),
-    FieldRule("max_retry_count", "int", minimum=0, maximum=INT32_MAX),
-    FieldRule("retry_interval", "int", minimum=0, maximum=INT32_MAX),
-    FieldRule(
-        "integration_action",
-        "int",
-        nullable=True,
-        minimum=1,
-        maximum=INT64_MAX,
-        attname="integration_action_id",
-    ),
-    FieldRule("log_id", "int", nullable=True, minimum=0, maximum=INT64_MAX),
-)
-RULES_BY_NAME = {rule.name: rule for rule in FIELD_RULES}
-
-
 class _Invalid(Exception):
     def __init__(self, message: str):
         self.message = message
 
 
-def _check_int(rule: FieldRule, value: Any) -> int:
+def _check_int(field: RecordField, value: Any) -> int:
     if isinstance(value, bool):
         raise _Invalid(NOT_INTEGER)
+    # orjson reads integers beyond 64 bits as floats: answer them as out of range.
+    if isinstance(value, float) and not value.is_integer():
+        raise _Invalid(NOT_INTEGER)
+    if not isinstance(value, int | float):
+        raise _Invalid(NOT_INTEGER)
+    minimum, maximum = field.bounds
+    if value > maximum:
+        raise _Invalid(f"Ensure this value is less than or equal to {maximum}.")
+    if value < minimum:
+        raise _Invalid(f"Ensure this value is greater than or equal to {minimum}.")
     if isinstance(value, float):
-        # orjson reads integers beyond 64 bits as floats: answer them as out of range.
-        if value.is_integer() and rule.maximum is not None and value > rule.maximum:
-            raise _Invalid(f"Ensure this value is less than or equal to {rule.maximum}.")
-        if value.is_integer() and rule.minimum is not None and value < rule.minimum:
-            raise _Invalid(f"Ensure this value is greater than or equal to {rule.minimum}.")
         raise _Invalid(NOT_INTEGER)
-    if not isinstance(value, int):
-        raise _Invalid(NOT_INTEGER)
-    if rule.maximum is not None and value > rule.maximum:
-        raise _Invalid(f"Ensure this value is less than or equal to {rule.maximum}.")
-    if rule.minimum is not None and value < rule.minimum:
-        raise _Invalid(f"Ensure this value is greater than or equal to {rule.minimum}.")
     return value
 
 
-def _check_value(rule: FieldRule, value: Any) -> Any:
-    if rule.kind == "int":
+def _check_value(rule: RecordField, value: Any) -> Any:
+    if rule.kind == INT:
         return _check_int(rule, value)
-    if rule.kind == "bool":
+    if rule.kind == BOOL:
         if isinstance(value, bool):
             return value
         raise _Invalid(NOT_BOOLEAN)
-    if rule.kind == "choice":
+    if rule.kind == CHOICE:
         if isinstance(value, str) and value in rule.choices:
             return value
         raise _Invalid(f'"{value}" is not a valid choice.')
@@ -136,7 +85,7 @@ def validate_item(
         return {}, {"non_field_errors": [NOT_OBJECT.format(type=type(data).__name__)]}
     values: dict[str, Any] = {}
     errors: dict[str, list[str]] = {}
-    for rule in FIELD_RULES:
+    for rule in WRITABLE:
         if rule.name not in data:
             if rule.required and not partial:
                 errors[rule.name] = [REQUIRED]

@@ -29,6 +29,8 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from common.database import is_postgresql
+
 from . import counts, engine
 from .api.serializers import failed_integration_data
 from .choices import AttemptOutcome, Resolution
@@ -109,7 +111,7 @@ class Worker:
         expire_records()
         purge_records()
         deliver_events(self.client)
-        if counts.supported():
+        if is_postgresql():
             counts.compact()
             counts.vacuum()
 
@@ -317,7 +319,7 @@ WHERE f.id = v.id
 
 
 def write_failures(records: list[FailedIntegration]) -> None:
-    if connection.vendor != "postgresql":
+    if not is_postgresql():
         FailedIntegration.objects.bulk_update(records, FAILURE_FIELDS)
         return
     row = "(%s::bigint, %s::integer, %s::text, %s::timestamptz, %s::timestamptz)"

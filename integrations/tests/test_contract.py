@@ -114,6 +114,22 @@ def test_the_served_document_keeps_every_contract_answer(api_client):
         assert {k: served_prop[k] for k in prop} == prop, name
 
 
+def test_the_served_document_lists_a_404_where_one_is_answered(api_client):
+    """A channel or record not found, or a page past the last: never for the login or the
+    content type's creation, which answer no 404."""
+    served = api_client.get("/api/v1/openapi.json").json()
+    listed = {
+        (method, path): "404" in operation["responses"]
+        for path, item in served["paths"].items()
+        for method, operation in item.items()
+    }
+    assert listed.pop(("post", LOGIN_PATH)) is False
+    assert listed.pop(("post", "/api/v1/content_types/")) is False
+    assert listed.pop(("get", "/api/v1/content_types/")) is True  # a page past the last
+    assert all(path.startswith("/api/v1/channel/{channel_id}/") for _, path in listed)
+    assert all(listed.values()), [key for key, has_404 in listed.items() if not has_404]
+
+
 def run_schemathesis(schema_path: Path, base_url: str, key: str, *args: str) -> str:
     """Runs schemathesis on every operation of `schema_path`; answers its report on success."""
     command = [

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
+from common.database import is_postgresql
 from integrations import counts
 
 
@@ -15,7 +16,7 @@ class Command(BaseCommand):
         parser.add_argument("--channel", type=int, default=None, help="only this channel")
 
     def handle(self, *args, channel: int | None, **options):
-        if not counts.supported():
+        if not is_postgresql():
             raise CommandError("Counts are kept on PostgreSQL only; SQLite counts rows.")
         counts.compact(channel)
         counts.vacuum()
