@@ -1,8 +1,15 @@
 from __future__ import annotations
 
+import datetime as dt
+
+from django import forms
 from django.contrib import admin
 from django.contrib.contenttypes.models import ContentType
+from django.db import models, transaction
 
+from common.fields import format_datetime_utc
+
+from . import services
 from .models import (
     Channel,
     ChannelGrant,
@@ -11,6 +18,22 @@ from .models import (
     IntegrationAction,
     RetryAttempt,
     RetryPolicy,
+)
+from .records.registry import WRITABLE
+from .validation import check_references, validate_item
+
+# What the retry engine keeps: shown, never edited by hand.
+ENGINE_FIELDS = (
+    "created_date",
+    "modified_date",
+    "parked",
+    "resolution",
+    "resolved_at",
+    "next_retry_at",
+    "last_attempt_at",
+    "last_error",
+    "lease_owner",
+    "lease_expires_at",
 )
 
 
@@ -41,8 +64,61 @@ class IntegrationActionAdmin(admin.ModelAdmin):
     raw_id_fields = ("channel",)
 
 
+class FailedIntegrationForm(forms.ModelForm):
+    """The record's form: the fields a channel app writes, checked by the same rules as the
+    API's (`validation`); what the retry engine keeps is shown read-only."""
+
+    class Meta:
+        model = FailedIntegration
+        fields = [field.name for field in WRITABLE]
+
+    def clean(self):
+        cleaned = super().clean()
+        channel = cleaned.get("channel") or getattr(self.instance, "channel", None)
+        if channel is None or self.errors:
+            return cleaned
+        payload = self.api_payload()
+        values, errors = validate_item(
+            payload, channel_id=channel.pk, partial=self.instance.pk is not None
+        )
+        if not errors:
+            errors = check_references([values], channel_id=channel.pk)[0]
+        for name, messages in errors.items():
+            self.add_error(name if name in self.fields else None, messages)
+        return cleaned
+
+    def api_payload(self) -> dict:
+        """The changed fields as the API takes them (a create: every field)."""
+        names = self.changed_data if self.instance.pk is not None else list(self.fields)
+        payload = {}
+        for name in names:
+            value = self.cleaned_data.get(name)
+            if isinstance(value, models.Model):
+                value = value.pk
+            elif isinstance(value, dt.datetime):
+                value = format_datetime_utc(value)
+            payload[name] = value
+        return payload
+
+
+def _operator_action(name: str, description: str):
+    def action(modeladmin, request, queryset):
+        result = services.failed_integration_action(queryset=queryset, action=name)
+        modeladmin.message_user(
+            request, f"{description}: {result.affected} of {result.matched} selected records."
+        )
+
+    action.__name__ = name
+    action.short_description = description
+    return action
+
+
 @admin.register(FailedIntegration)
 class FailedIntegrationAdmin(admin.ModelAdmin):
+    """Writes go through the services, as the API's do: an update reschedules the record and
+    supersedes older failures of its object; the actions are the API's operator actions."""
+
+    form = FailedIntegrationForm
     list_display = (
         "id",
         "channel",
@@ -53,13 +129,40 @@ class FailedIntegrationAdmin(admin.ModelAdmin):
         "retry_count",
         "max_retry_count",
         "version_date",
+        "next_retry_at",
     )
-    list_filter = ("reason_type", "is_active", "content_type")
+    list_filter = ("reason_type", "is_active", "parked", "content_type")
     search_fields = ("object_id",)
     raw_id_fields = ("channel", "integration_action")
-    readonly_fields = ("created_date", "modified_date")
+    readonly_fields = ENGINE_FIELDS
+    actions = [
+        _operator_action("retry", "Retry now"),
+        _operator_action("park", "Park"),
+        _operator_action("unpark", "Unpark"),
+        _operator_action("deactivate", "Deactivate"),
+    ]
     # Counting millions of rows for the change list is not worth its time.
     show_full_result_count = False
+
+    def get_readonly_fields(self, request, obj=None):
+        # The channel of a stored record is the URL's in the API: it is not moved here either.
+        return ("channel", *ENGINE_FIELDS) if obj is not None else ENGINE_FIELDS
+
+    def save_model(self, request, obj, form, change):
+        payload = form.api_payload()
+        if change:
+            stored = FailedIntegration.objects.get(pk=obj.pk)
+            with transaction.atomic():
+                saved = services.failed_integration_update(
+                    failed=stored, payload=payload, partial=True
+                )
+        else:
+            saved = services.failed_integration_create(channel=obj.channel, payload=payload)
+        obj.pk = saved.pk
+        obj.refresh_from_db()
+
+    def delete_model(self, request, obj):
+        services.failed_integration_delete(failed=obj)
 
 
 @admin.register(ContentType)

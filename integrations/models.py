@@ -2,12 +2,9 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
-from django.core.validators import MaxValueValidator
 from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
-
-from common.fields import INT32_MAX
 
 from .choices import AttemptOutcome, Backoff, ChannelType, ReasonType, Resolution
 
@@ -79,13 +76,10 @@ class FailedIntegration(models.Model):
     )
     object_id = models.PositiveBigIntegerField()
     expiration_date = models.DateTimeField(null=True, blank=True)
-    retry_count = models.PositiveIntegerField(default=1, validators=[MaxValueValidator(INT32_MAX)])
-    max_retry_count = models.PositiveIntegerField(
-        default=1, validators=[MaxValueValidator(INT32_MAX)]
-    )
-    retry_interval = models.PositiveIntegerField(
-        default=0, validators=[MaxValueValidator(INT32_MAX)]
-    )
+    # Integers are bounded by their storage type (records.registry), on every database.
+    retry_count = models.PositiveIntegerField(default=1)
+    max_retry_count = models.PositiveIntegerField(default=1)
+    retry_interval = models.PositiveIntegerField(default=0)
     integration_action = models.ForeignKey(
         IntegrationAction, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -19,7 +19,7 @@ from .cursor import CURSOR_PARAM, CursorRequest, after_q, cursor_request
 from .models import Channel, FailedIntegration
 from .query import ListQuery
 
-# What the stats endpoint can group by, and the expression of each group key.
+# What the stats endpoint can group by (`expired` is computed; the others are columns).
 GROUP_KEYS = ("reason_type", "content_type", "is_active", "exhausted", "expired")
 
 

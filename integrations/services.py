@@ -1,4 +1,6 @@
-"""Writes. Views and commands call these; they never write to the models themselves."""
+"""Writes of the API, the admin and the commands: reports of failures (single and bulk), updates,
+deletes and the operator actions. The retry worker's own writes (claims, outcomes, events) are
+in `worker`; the transitions of the life cycle they share are in `engine`."""
 
 from __future__ import annotations
 
