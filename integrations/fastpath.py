@@ -27,6 +27,7 @@ import orjson
 import psycopg
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.http import HttpResponse
+from django.urls import get_resolver
 from django.utils import timezone
 from rest_framework.exceptions import APIException
 
@@ -46,8 +47,33 @@ from .validation import content_type_known, validate_item
 
 logger = logging.getLogger(__name__)
 
-LIST_RE = re.compile(r"^/api/v1/channel/(\d{1,19})/failed_integrations/$")
-DETAIL_RE = re.compile(r"^/api/v1/channel/(\d{1,19})/failed_integrations/(\d{1,19})/$")
+INT64_DIGITS = len(str(INT64_MAX))
+
+
+def _route(name: str) -> re.Pattern:
+    """The regular expression the API's URL patterns match the named route with (below the
+    API's prefix)."""
+    from .api.urls import urlpatterns
+
+    return next(pattern for pattern in urlpatterns if pattern.name == name).pattern.regex
+
+
+def _api_prefix() -> str:
+    """Where the project's URLs include the API's."""
+    from .api import urls
+
+    for pattern in get_resolver().url_patterns:
+        if getattr(pattern, "urlconf_name", None) is urls:
+            return f"/{pattern.pattern}"
+    raise LookupError("the API's URLs are not included")
+
+
+def _ids(match: re.Match) -> tuple[int, ...] | None:
+    """The route's ids, or None when one cannot be a stored id (the regular view answers)."""
+    values = match.groups()
+    if any(len(value) > INT64_DIGITS for value in values):
+        return None
+    return tuple(int(value) for value in values)
 
 TABLE = FailedIntegration._meta.db_table
 
@@ -107,35 +133,40 @@ class FastPathMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
         self.enabled = is_postgresql()
+        self.prefix = _api_prefix()
+        self.list_route = _route("failed-integration-list")
+        self.detail_route = _route("failed-integration-detail")
 
     def __call__(self, request):
         if self.enabled and request.method in ("GET", "POST", "PUT", "PATCH"):
-            response = self.answer(request)
+            response = self.respond(request)
             if response is not None:
                 return response
         return self.get_response(request)
 
-    def answer(self, request) -> HttpResponse | None:
+    def respond(self, request) -> HttpResponse | None:
         path = request.path_info
-        if not path.startswith("/api/v1/channel/"):
+        if not path.startswith(self.prefix):
             return None
+        path = path[len(self.prefix) :]
         header = request.META.get("HTTP_AUTHORIZATION")
         if not header:
             return None
         try:
             key_hash = hash_key(key_from_header(header))
             method = request.method
-            match = DETAIL_RE.match(path)
-            if match and method == "GET":
-                return retrieve(int(match[1]), int(match[2]), key_hash)
-            if match and method in ("PUT", "PATCH"):
-                partial = method == "PATCH"
-                return update(request, int(match[1]), int(match[2]), key_hash, partial=partial)
-            match = LIST_RE.match(path)
-            if match and method == "GET":
-                return list_page(request, int(match[1]), key_hash)
-            if match and method == "POST":
-                return create(request, int(match[1]), key_hash)
+            match = self.detail_route.match(path)
+            ids = _ids(match) if match else None
+            if ids and method == "GET":
+                return retrieve(*ids, key_hash)
+            if ids and method in ("PUT", "PATCH"):
+                return update(request, *ids, key_hash, partial=method == "PATCH")
+            match = self.list_route.match(path)
+            ids = _ids(match) if match else None
+            if ids and method == "GET":
+                return list_page(request, *ids, key_hash)
+            if ids and method == "POST":
+                return create(request, *ids, key_hash)
         except APIException:
             return None  # the regular view answers the error
         except (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError):

@@ -101,7 +101,7 @@ class FailedIntegrationDetailView(ChannelScopedView):
     record changed since it was read) answers 412 and changes nothing."""
 
     def get(self, request, channel_id: int, pk: int):
-        return self.answer(self.get_failed_integration(pk))
+        return self.record_response(self.get_failed_integration(pk))
 
     def put(self, request, channel_id: int, pk: int):
         return self._update(request, pk, partial=False)
@@ -115,7 +115,7 @@ class FailedIntegrationDetailView(ChannelScopedView):
             failed = services.failed_integration_update(
                 failed=failed, payload=request.data, partial=partial
             )
-        return self.answer(failed)
+        return self.record_response(failed)
 
     def delete(self, request, channel_id: int, pk: int):
         with transaction.atomic():
@@ -135,7 +135,7 @@ class FailedIntegrationDetailView(ChannelScopedView):
             raise PreconditionFailed()
         return failed
 
-    def answer(self, failed: FailedIntegration) -> Response:
+    def record_response(self, failed: FailedIntegration) -> Response:
         response = Response(self.data(failed))
         response["ETag"] = etag(failed.pk, failed.modified_date)
         return response
