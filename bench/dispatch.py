@@ -4,12 +4,22 @@ in the same run.
 
     bench/dispatch [--records 20000] [--workers 1,2,4] [--concurrency 16] [--batch 100]
 
-It makes its own PostgreSQL database (`fi_dispatch`, dropped at the end unless --keep).
+With --ab, the same dispatch workload instead runs once per HTTP client candidate for the
+worker's POSTs (the poster on http.client, httpx.Client and urllib3's PoolManager, each with
+keep-alive connections), in rounds that alternate them (A B C A B C ...), and compares their
+median throughput and the workers' CPU time per attempt:
+
+    bench/dispatch --ab [--rounds 5] [--ab-records 4000] [--ab-workers 2]
+
+It makes its own PostgreSQL database (`fi_dispatch`, dropped at the end unless --keep) and
+writes its section of bench/DISPATCH.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime as dt
 import os
 import platform
 import re
@@ -22,12 +32,18 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import httpx
 import psycopg
+import urllib3
+
+from integrations.poster import READ_LIMIT, Answer, PostFailed, PostRefused, PostTimeout
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 BODY_BYTES = 900  # about the size of a retry request's JSON
+CLIENTS = ("http.client", "httpx", "urllib3")
 
 
 def free_port() -> int:
@@ -129,12 +145,8 @@ def check_exactly_once(url: str, records: int, sent: int) -> None:
         print(f"   ({sent - records} attempts retried after a failure: {outcomes})")
 
 
-def run_workers(env: dict, count: int, args: argparse.Namespace, url: str) -> float:
-    """Seconds for `count` worker processes to resolve every record."""
-    command = [
-        sys.executable,
-        "manage.py",
-        "run_worker",
+def worker_command(args: argparse.Namespace, client: str | None) -> list[str]:
+    options = [
         "--once",
         "--concurrency",
         str(args.concurrency),
@@ -145,35 +157,341 @@ def run_workers(env: dict, count: int, args: argparse.Namespace, url: str) -> fl
         "--housekeeping",
         "3600",
     ]
+    if client is None:
+        return [sys.executable, "manage.py", "run_worker", *options]
+    return [sys.executable, "-m", "bench.dispatch", "--worker-client", client, *options]
+
+
+CPU_LINE = "dispatch CPU seconds: "
+
+
+def run_workers(
+    env: dict, count: int, args: argparse.Namespace, url: str, client: str | None = None
+) -> tuple[float, float]:
+    """Seconds for `count` worker processes to resolve every record, and (with a candidate
+    client) the CPU seconds the workers spent dispatching."""
+    command = worker_command(args, client)
     started = time.perf_counter()
     workers = [
-        subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+        subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
         for _ in range(count)
     ]
-    for worker in workers:
-        worker.wait(timeout=1800)
+    outputs = [worker.communicate(timeout=1800)[0] for worker in workers]
     elapsed = time.perf_counter() - started
+    if any(worker.returncode for worker in workers):
+        raise SystemExit(f"a worker failed: {command}")
+    cpu = sum(
+        float(line.removeprefix(CPU_LINE))
+        for output in outputs
+        for line in output.splitlines()
+        if line.startswith(CPU_LINE)
+    )
     with psycopg.connect(url) as connection:
         left = connection.execute(
             "SELECT count(*) FROM integrations_failedintegration WHERE is_active"
         ).fetchone()[0]
     if left:
         raise SystemExit(f"{left} records were not resolved")
-    return elapsed
+    return elapsed, cpu
+
+
+def dispatch_seconds(url: str) -> float:
+    """From the first attempt's start to the last one's end: the dispatching itself, without
+    the workers' start-up (importing Django and connecting), which is the same for every
+    client and would only dilute their difference."""
+    with psycopg.connect(url) as connection:
+        first, last = connection.execute(
+            "SELECT min(started_at), max(finished_at) FROM integrations_retryattempt"
+        ).fetchone()
+    return (last - first).total_seconds()
+
+
+# --- the candidates of the A/B ---------------------------------------------------------------
+#
+# Each is a drop-in for the worker's Poster: post(url, body, headers) -> Answer, raising the
+# poster's PostTimeout / PostRefused / PostFailed, and close(). Each keeps connections alive
+# between requests, verifies certificates, follows no redirect, times out on connecting and on
+# every read, and keeps at most READ_LIMIT bytes of an answer. The worker process is started by
+# `python -m bench.dispatch --worker-client NAME`, which puts the candidate in the Poster's
+# place and runs `manage.py run_worker`, reporting the CPU time the process spent in it.
+
+
+def validated(url: str) -> None:
+    """Refuses what the poster refuses before connecting: not http(s), no host, a bad port."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise PostRefused(f"not an http(s) URL: {url!r}")
+    try:
+        _ = parts.port
+    except ValueError as exc:
+        raise PostRefused(f"bad port in {url!r}") from exc
+
+
+class HttpxPoster:
+    """httpx.Client: one pool shared by the worker's threads, connections kept alive."""
+
+    def __init__(self, *, timeout: float, connections: int = 64):
+        self.client = httpx.Client(
+            timeout=timeout,
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        )
+
+    def post(self, url: str, body: bytes, headers: dict[str, str]) -> Answer:
+        validated(url)
+        try:
+            with self.client.stream("POST", url, content=body, headers=headers) as response:
+                kept, size = [], 0
+                for chunk in response.iter_raw():
+                    kept.append(chunk)
+                    size += len(chunk)
+                    if size >= READ_LIMIT:
+                        break  # the rest is dropped with its connection
+                text = b"".join(kept)[:READ_LIMIT]
+                return Answer(response.status_code, text.decode("utf-8", "replace"))
+        except httpx.TimeoutException as exc:
+            raise PostTimeout(str(exc) or "timed out") from exc
+        except (httpx.ConnectError, httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            raise PostRefused(str(exc)) from exc
+        except httpx.HTTPError as exc:
+            raise PostFailed(f"{type(exc).__name__}: {exc}") from exc
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class Urllib3Poster:
+    """urllib3.PoolManager: a pool per origin shared by the worker's threads, keep-alive."""
+
+    def __init__(self, *, timeout: float, connections: int = 64):
+        self.pool = urllib3.PoolManager(
+            maxsize=connections,
+            timeout=urllib3.Timeout(connect=timeout, read=timeout),
+            retries=False,
+        )
+
+    def post(self, url: str, body: bytes, headers: dict[str, str]) -> Answer:
+        errors = urllib3.exceptions
+        validated(url)
+        try:
+            response = self.pool.request(
+                "POST",
+                url,
+                body=body,
+                headers=headers,
+                redirect=False,
+                preload_content=False,
+                decode_content=False,
+            )
+            text = response.read(READ_LIMIT)
+            if response.length_remaining:
+                response.close()  # the rest is dropped with its connection
+            response.release_conn()
+            return Answer(response.status, text.decode("utf-8", "replace"))
+        except errors.NewConnectionError as exc:
+            raise PostRefused(str(exc)) from exc
+        except errors.TimeoutError as exc:
+            raise PostTimeout(str(exc) or "timed out") from exc
+        except errors.LocationValueError as exc:
+            raise PostRefused(str(exc)) from exc
+        except (errors.HTTPError, OSError) as exc:
+            raise PostFailed(f"{type(exc).__name__}: {exc}") from exc
+
+    def close(self) -> None:
+        self.pool.clear()
+
+
+def candidate(name: str):
+    if name == "http.client":
+        from integrations.poster import Poster
+
+        return Poster
+    return {"httpx": HttpxPoster, "urllib3": Urllib3Poster}[name]
+
+
+def run_worker_with(client: str, argv: list[str]) -> None:
+    """`manage.py run_worker ARGV` with the candidate `client` making the POSTs."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    from integrations import worker
+
+    worker.Poster = candidate(client)
+    started = time.process_time()
+    call_command("run_worker", *argv)
+    print(f"{CPU_LINE}{time.process_time() - started:.3f}", flush=True)
+
+
+# --- the report ------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory = f", {int(line.split()[1]) / 1024 / 1024:.0f} GiB RAM"
+    with psycopg.connect(ADMIN_URL) as connection:
+        server = connection.execute("SHOW server_version").fetchone()[0].split(" ")[0]
+    return (
+        f"{cpu}, {os.cpu_count()} cores{memory}, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, PostgreSQL {server}; the workers, PostgreSQL and "
+        "the receiver share the cores"
+    )
+
+
+def library_versions() -> str:
+    return f"httpx {httpx.__version__}, urllib3 {urllib3.__version__}"
+
+
+def write_section(title: str, command: str, report: str) -> None:
+    """Replaces the section `title` of DISPATCH.md (or adds it), leaving the others."""
+    path = ROOT / "bench" / "DISPATCH.md"
+    text = path.read_text() if path.exists() else ""
+    sections = re.split(r"(?m)^(?=## )", text)
+    heading = sections[0] if sections and not sections[0].startswith("## ") else ""
+    heading = heading if heading.startswith("# ") else "# Dispatch benchmark\n\n"
+    kept = [s.rstrip() + "\n\n" for s in sections if s.startswith("## ")]
+    new = f"## {title}\n\n```sh\n{command}\n```\n\n{report}\n\n"
+    for i, section in enumerate(kept):
+        if section.startswith(f"## {title}\n"):
+            kept[i] = new
+            break
+    else:
+        kept.append(new)
+    path.write_text((heading + "".join(kept)).rstrip() + "\n")
+
+
+def scaling(env, url, port, channel_id, content_type_id, args) -> tuple[str, str]:
+    counts = [int(n) for n in args.workers.split(",")]
+    capacity = statistics.median(
+        receiver_capacity(port, args.capacity_seconds) for _ in range(args.repeat)
+    )
+    rates: dict[int, float] = {}
+    for count in counts:
+        runs = []
+        for _ in range(args.repeat):
+            seed(url, channel_id, content_type_id, args.records)
+            before = receiver_count(port)
+            elapsed, _ = run_workers(env, count, args, url)
+            sent = receiver_count(port) - before
+            check_exactly_once(url, args.records, sent)
+            runs.append(args.records / elapsed)
+        rates[count] = statistics.median(runs)
+    lines = [
+        "| workers | attempts/s (median) | / receiver capacity | scaling vs 1 worker |",
+        "|---:|---:|---:|---:|",
+    ]
+    for count, rate in rates.items():
+        lines.append(
+            f"| {count} | {rate:,.0f} | {rate / capacity:.2f}x | {rate / rates[counts[0]]:.2f}x |"
+        )
+    return "Worker scaling", "\n".join(
+        [
+            f"Receiver capacity (wrk, keep-alive, {BODY_BYTES}-byte POSTs): {capacity:,.0f} req/s",
+            f"{args.records} due records per run, median of {args.repeat} runs; worker "
+            f"--concurrency {args.concurrency} --batch {args.batch}; machine: {machine()}",
+            "",
+            *lines,
+        ]
+    )
+
+
+def ab(env, url, port, channel_id, content_type_id, args) -> tuple[str, str]:
+    started, load_before = time.monotonic(), os.getloadavg()[0]
+    clients = args.clients.split(",")
+    rates: dict[str, list[float]] = {c: [] for c in clients}
+    cpu: dict[str, list[float]] = {c: [] for c in clients}
+    for number in range(1, args.rounds + 1):
+        for client in clients:
+            seed(url, channel_id, content_type_id, args.ab_records)
+            before = receiver_count(port)
+            _, spent = run_workers(env, args.ab_workers, args, url, client)
+            check_exactly_once(url, args.ab_records, receiver_count(port) - before)
+            rates[client].append(args.ab_records / dispatch_seconds(url))
+            cpu[client].append(spent / args.ab_records * 1e6)
+            print(
+                f"round {number} {client:12} {rates[client][-1]:7,.0f} attempts/s "
+                f"{cpu[client][-1]:6,.0f} us CPU/attempt",
+                flush=True,
+            )
+    median = {c: statistics.median(rates[c]) for c in clients}
+    median_cpu = {c: statistics.median(cpu[c]) for c in clients}
+    lines = [
+        "| client | attempts/s (median) | runs (attempts/s) | worker CPU µs/attempt (median) | "
+        + " | ".join(f"vs {c}" for c in clients)
+        + " |",
+        "|---|---:|---|---:|" + "---:|" * len(clients),
+    ]
+    for client in sorted(clients, key=median.get, reverse=True):
+        runs = ", ".join(f"{r:,.0f}" for r in rates[client])
+        ratios = " | ".join(
+            "" if other == client else f"{median[client] / median[other]:.2f}x" for other in clients
+        )
+        lines.append(
+            f"| {client} | {median[client]:,.0f} | {runs} | {median_cpu[client]:,.0f} | {ratios} |"
+        )
+    best = max(clients, key=median.get)
+    wins = ", ".join(
+        f"than {other} in {sum(a > b for a, b in zip(rates[best], rates[other], strict=True))} "
+        f"of {args.rounds} rounds"
+        for other in clients
+        if other != best
+    )
+    return "HTTP client A/B", "\n".join(
+        [
+            f"{args.ab_records} due records per run, {args.ab_workers} worker processes "
+            f"(--concurrency {args.concurrency} --batch {args.batch}), {args.rounds} rounds "
+            f"alternating {' '.join(clients)}; attempts/s over the dispatch (first attempt's "
+            "start to last one's end); worker CPU: the worker processes' user + system time in "
+            "`run_worker` (start-up not included) over the attempts.",
+            "",
+            f"Machine: {machine()}; {library_versions()}; {date()}; the rounds took "
+            f"{time.monotonic() - started:.0f} s, the 1-minute load average was "
+            f"{load_before:.1f} before them and {os.getloadavg()[0]:.1f} after (other work on "
+            "the machine shows there; the alternating rounds spread it over the candidates).",
+            "",
+            *lines,
+            "",
+            f"`vs X`: the row's median attempts/s over X's. Fastest by median: {best}"
+            + (f"; faster {wins}." if wins else "."),
+        ]
+    )
+
+
+def date() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--records", type=int, default=20000)
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--capacity-seconds", type=int, default=5)
+    parser.add_argument("--ab", action="store_true", help="compare the HTTP client candidates")
+    parser.add_argument("--clients", default=",".join(CLIENTS), help="the A/B's candidates")
+    parser.add_argument("--rounds", type=int, default=5, help="A/B rounds")
+    parser.add_argument("--ab-records", type=int, default=4000, help="due records per A/B run")
+    parser.add_argument("--ab-workers", type=int, default=2, help="worker processes per A/B run")
     parser.add_argument("--database", default="fi_dispatch")
     parser.add_argument("--keep", action="store_true", help="keep the database")
     args = parser.parse_args()
-    counts = [int(n) for n in args.workers.split(",")]
+    if args.ab and (set(args.clients.split(",")) - set(CLIENTS) or args.rounds < 1):
+        parser.error(f"--clients: a subset of {','.join(CLIENTS)}; --rounds >= 1")
 
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{args.database}"')
@@ -202,20 +520,8 @@ def main() -> None:
         ).stdout.split()
         channel_id, content_type_id = int(out[-2]), int(out[-1])
         time.sleep(0.5)
-        capacity = statistics.median(
-            receiver_capacity(port, args.capacity_seconds) for _ in range(args.repeat)
-        )
-        rates: dict[int, float] = {}
-        for count in counts:
-            runs = []
-            for _ in range(args.repeat):
-                seed(url, channel_id, content_type_id, args.records)
-                before = receiver_count(port)
-                elapsed = run_workers(env, count, args, url)
-                sent = receiver_count(port) - before
-                check_exactly_once(url, args.records, sent)
-                runs.append(args.records / elapsed)
-            rates[count] = statistics.median(runs)
+        run = ab if args.ab else scaling
+        title, report = run(env, url, port, channel_id, content_type_id, args)
     finally:
         receiver.terminate()
         if not args.keep:
@@ -223,36 +529,12 @@ def main() -> None:
                 admin.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
         shutil.rmtree(env["DATA_DIR"], ignore_errors=True)
 
-    lines = [
-        "| workers | attempts/s (median) | / receiver capacity | scaling vs 1 worker |",
-        "|---:|---:|---:|---:|",
-    ]
-    for count, rate in rates.items():
-        lines.append(
-            f"| {count} | {rate:,.0f} | {rate / capacity:.2f}x | {rate / rates[counts[0]]:.2f}x |"
-        )
-    machine = (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}"
-    )
-    report = "\n".join(
-        [
-            f"Receiver capacity (wrk, keep-alive, {BODY_BYTES}-byte POSTs): {capacity:,.0f} req/s",
-            f"{args.records} due records per run, median of {args.repeat} runs; worker "
-            f"--concurrency {args.concurrency} --batch {args.batch}; machine: {machine}",
-            "",
-            *lines,
-        ]
-    )
     print(report)
-    (ROOT / "bench" / "DISPATCH.md").write_text(
-        "# Dispatch benchmark\n\n```sh\nbench/dispatch "
-        + " ".join(sys.argv[1:])
-        + "\n```\n\n"
-        + report
-        + "\n"
-    )
+    write_section(title, " ".join(["bench/dispatch", *sys.argv[1:]]), report)
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--worker-client"]:
+        run_worker_with(sys.argv[2], sys.argv[3:])
+    else:
+        main()

@@ -29,6 +29,10 @@ class PageRequest:
     def offset(self) -> int:
         return (self.page - 1) * self.limit
 
+    def past_the_end(self, count: int) -> bool:
+        """A page after the last (the first page always exists, empty or not)."""
+        return self.page > 1 and self.offset >= count
+
     @classmethod
     def from_query(cls, query_params) -> PageRequest:
         page = int_param(query_params, PAGE_PARAM, minimum=1) or 1
@@ -57,7 +61,7 @@ def cursor_link(request, token: str) -> str:
 
 
 def check_page_exists(page_request: PageRequest, count: int) -> None:
-    if page_request.page > 1 and page_request.offset >= count:
+    if page_request.past_the_end(count):
         raise NotFound("Invalid page.")
 
 

@@ -348,7 +348,9 @@ def _range_sql(channel_id: int, column: str, operator: str, value) -> tuple[str,
     # Whole hours on the far side of the bound's hour come from the histogram; the rows of the
     # bound's own hour are counted in the table, through its (channel, column) index.
     bucket = _hour(value)
-    start = dt.datetime.fromtimestamp(bucket * HOUR, tz=dt.UTC)
+    start = EPOCH + dt.timedelta(hours=bucket)
+    if start > dt.datetime.max.replace(tzinfo=dt.UTC) - dt.timedelta(hours=1):
+        return "", []  # the last hour of year 9999 has no hour after it: rows are counted
     end = start + dt.timedelta(hours=1)
     whole = ">" if operator in (">", ">=") else "<"
     sql, params = _hist_sql(
@@ -379,8 +381,12 @@ def _expired_sql(channel_id: int, expired: bool) -> tuple[str, list]:
     )
 
 
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
 def _hour(value: dt.datetime) -> int:
-    return int(value.timestamp() // HOUR)
+    # In whole microseconds: a float timestamp rounds the last microsecond of year 9999 up.
+    return (value - EPOCH) // dt.timedelta(hours=1)
 
 
 def count(channel_id: int, filters) -> int | None:

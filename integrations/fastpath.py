@@ -75,6 +75,7 @@ def _ids(match: re.Match) -> tuple[int, ...] | None:
         return None
     return tuple(int(value) for value in values)
 
+
 TABLE = FailedIntegration._meta.db_table
 
 # The first page of a filtered list, sorted by a column the filters' indexes do not serve, is
@@ -299,7 +300,7 @@ def list_page(request, channel_id: int, key_hash: str) -> HttpResponse | None:
     allowed, total, deltas, results = row
     if allowed is None:
         return None
-    if cursor is None and page_request.page > 1 and page_request.offset >= total:
+    if cursor is None and page_request.past_the_end(total):
         return None  # the regular view answers 404
     if deltas > counts.COMPACT_AFTER_DELTAS:
         counts.compact(channel_id)
@@ -323,11 +324,7 @@ def _insert_sql() -> tuple[str, tuple]:
 
     Every value is cast to its column's type (character columns to text: a cast to varchar(n)
     would cut a value short rather than refuse it; validation has checked the lengths)."""
-    fields = tuple(
-        f
-        for f in FailedIntegration._meta.concrete_fields
-        if not f.primary_key and not getattr(f, "generated", False)
-    )
+    fields = services.INSERTED_FIELDS
 
     def cast(field) -> str:
         if field.get_internal_type() in ("CharField", "TextField"):
@@ -428,7 +425,7 @@ def create(request, channel_id: int, key_hash: str) -> HttpResponse | None:
     return _json_response(body.encode(), status=201)
 
 
-RECORD_FIELDS = tuple(f.attname for f in FailedIntegration._meta.concrete_fields)
+STORED_ATTNAMES = tuple(f.attname for f in FailedIntegration._meta.concrete_fields)
 RECORD_FOR_WRITE_SQL = f"""
     WITH allowed AS ({WRITABLE_CHANNEL_SQL})
     SELECT (SELECT has_endpoint FROM allowed),
@@ -453,7 +450,7 @@ def update(
     if row is None:
         return None
     has_endpoint, *values = row
-    failed = FailedIntegration.from_db(connection.alias, RECORD_FIELDS, values)
+    failed = FailedIntegration.from_db(connection.alias, STORED_ATTNAMES, values)
     # The update and the supersede it may call for are one transaction: should either fail,
     # nothing is written, and the regular view answers.
     with transaction.atomic():

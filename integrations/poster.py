@@ -1,12 +1,14 @@
-"""A lean HTTP/1.1 client for the worker's POSTs to channel apps.
+"""A lean HTTP/1.1 client: the worker's one client, for its POSTs to channel apps and for the
+exhaustion events it sends to the webhook.
 
 The worker makes many small POSTs from several threads. On `http.client`, with keep-alive
-connections of each thread's own (per origin), an attempt costs a fraction of the CPU of a
-general-purpose client whose connection pool the threads share (measured by bench/dispatch).
+connections of each thread's own (per origin), an attempt costs less CPU than on a
+general-purpose client whose connection pool the threads share: bench/dispatch --ab measures it
+against httpx.Client and urllib3's PoolManager (results in bench/DISPATCH.md).
 What it does: http and https (certificates verified), a timeout on connecting and on every read
 and write, one retry of a request whose reused connection the server had closed while idle
-(the attempt's idempotency key makes a repeat harmless), no redirects, and answers read up to
-a limit (a longer answer's rest is dropped with its connection).
+(an attempt's or an event's Idempotency-Key makes a repeat harmless), no redirects, and
+answers read up to a limit (a longer answer's rest is dropped with its connection).
 """
 
 from __future__ import annotations

@@ -61,6 +61,14 @@ def _record(records: list[FailedIntegration], *, channel: Channel) -> list[Faile
     return records
 
 
+# The columns a new record's INSERT writes: all but the pk and the generated ones.
+INSERTED_FIELDS = tuple(
+    field
+    for field in FailedIntegration._meta.concrete_fields
+    if not field.primary_key and not field.generated
+)
+
+
 def _insert_many(records: list[FailedIntegration]) -> None:
     """Inserts the records in one statement, all or none. On PostgreSQL the rows go as one
     array per column (`INSERT ... SELECT FROM unnest(...)`): the ORM's multi-row VALUES spent
@@ -69,11 +77,7 @@ def _insert_many(records: list[FailedIntegration]) -> None:
         with transaction.atomic():
             FailedIntegration.objects.bulk_create(records)
         return
-    fields = [
-        field
-        for field in FailedIntegration._meta.concrete_fields
-        if not field.primary_key and not field.generated
-    ]
+    fields = INSERTED_FIELDS
     quote = connection.ops.quote_name
     # Names from the model's metadata, values as parameters.
     sql = "INSERT INTO {} ({}) SELECT * FROM unnest({}) RETURNING {}, {}".format(  # noqa: S608

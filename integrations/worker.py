@@ -5,7 +5,11 @@ Several workers may run against one PostgreSQL database, on as many machines: a 
 due records with `SELECT ... FOR UPDATE SKIP LOCKED`, so no two workers take the same record,
 and leases them for `lease` seconds. A worker that dies leaves its leases to lapse; the records
 are then due again and another worker takes them. An outcome is written only while the lease
-is still the worker's own, so a late answer never counts twice. On SQLite one worker runs.
+is still the worker's own, so a late answer never counts twice. Exhaustion events are claimed
+and leased the same way (see `deliver_events`). On SQLite one worker runs.
+
+Attempts and events go out through one HTTP client, `Poster` (bench/dispatch --ab compares it
+with httpx and urllib3).
 """
 
 from __future__ import annotations
@@ -22,11 +26,10 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import httpx
 import orjson
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
-from django.db.models import Max
+from django.db.models import F, Max
 from django.utils import timezone
 
 from common.database import is_postgresql
@@ -42,6 +45,7 @@ logger = logging.getLogger("integrations.worker")
 SIGNATURE_HEADER = "X-Signature"
 TIMESTAMP_HEADER = "X-Timestamp"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+USER_AGENT = "failed-integrations-retry/1"
 EXHAUSTED = "failed_integration.exhausted"
 
 
@@ -76,8 +80,7 @@ class Worker:
     def __init__(self, config: WorkerConfig):
         self.config = config
         self.stopping = threading.Event()
-        self.poster = Poster(timeout=config.timeout)  # attempts, from the dispatching threads
-        self.client = httpx.Client(timeout=config.timeout, follow_redirects=False)  # events
+        self.poster = Poster(timeout=config.timeout)
         self.pool = ThreadPoolExecutor(max_workers=config.concurrency)
         self.last_housekeeping = 0.0
 
@@ -100,7 +103,6 @@ class Worker:
                 self.stopping.wait(self.config.poll)
         self.pool.shutdown(wait=True)
         self.poster.close()
-        self.client.close()
         return made
 
     def stop(self) -> None:
@@ -110,7 +112,7 @@ class Worker:
         self.last_housekeeping = time.monotonic()
         expire_records()
         purge_records()
-        deliver_events(self.client)
+        deliver_events(self.poster, lease=self.config.lease)
         if is_postgresql():
             counts.compact()
             counts.vacuum()
@@ -172,25 +174,13 @@ class Worker:
         timestamp = str(int(time.time()))
         headers = {
             "Content-Type": "application/json",
-            "User-Agent": "failed-integrations-retry/1",
+            "User-Agent": USER_AGENT,
             TIMESTAMP_HEADER: timestamp,
             IDEMPOTENCY_HEADER: attempt.idempotency_key,
         }
         if item.secret:
             headers[SIGNATURE_HEADER] = sign(item.secret, timestamp, body)
-        try:
-            answer = self.poster.post(item.endpoint, body, headers)
-        except PostTimeout as exc:
-            return AttemptResult(AttemptOutcome.TIMEOUT, None, f"timed out: {exc}")
-        except PostRefused as exc:
-            return AttemptResult(AttemptOutcome.REFUSED, None, f"connection failed: {exc}")
-        except PostFailed as exc:
-            return AttemptResult(AttemptOutcome.ERROR, None, str(exc))
-        if 200 <= answer.status < 300:
-            return AttemptResult(AttemptOutcome.SUCCESS, answer.status, "")
-        return AttemptResult(
-            AttemptOutcome.HTTP_ERROR, answer.status, f"HTTP {answer.status}: {answer.text[:1000]}"
-        )
+        return post_outcome(self.poster, item.endpoint, body, headers)
 
 
 @dataclass(frozen=True)
@@ -198,6 +188,23 @@ class AttemptResult:
     outcome: str
     http_status: int | None
     error: str
+
+
+def post_outcome(poster: Poster, url: str, body: bytes, headers: dict[str, str]) -> AttemptResult:
+    """One POST, its answer or its failure as an outcome with the error text to record."""
+    try:
+        answer = poster.post(url, body, headers)
+    except PostTimeout as exc:
+        return AttemptResult(AttemptOutcome.TIMEOUT, None, f"timed out: {exc}")
+    except PostRefused as exc:
+        return AttemptResult(AttemptOutcome.REFUSED, None, f"connection failed: {exc}")
+    except PostFailed as exc:
+        return AttemptResult(AttemptOutcome.ERROR, None, str(exc))
+    if 200 <= answer.status < 300:
+        return AttemptResult(AttemptOutcome.SUCCESS, answer.status, "")
+    return AttemptResult(
+        AttemptOutcome.HTTP_ERROR, answer.status, f"HTTP {answer.status}: {answer.text[:1000]}"
+    )
 
 
 def start_attempts(claimed: list[Claimed], *, worker: str) -> None:
@@ -418,41 +425,81 @@ def purge_records(*, now: dt.datetime | None = None, batch: int = BATCH) -> int:
         )
 
 
-def deliver_events(client: httpx.Client, *, now: dt.datetime | None = None) -> int:
+EVENT_BATCH = 100
+
+
+def deliver_events(
+    poster: Poster,
+    *,
+    now: dt.datetime | None = None,
+    lease: float | None = None,
+    batch: int = EVENT_BATCH,
+) -> int:
     """Sends due events to EXHAUSTION_WEBHOOK_URL (when set; else they are only logged);
-    retries with a growing wait. Answers how many were delivered."""
+    retries with a growing wait. Answers how many were delivered.
+
+    Several workers may deliver at once. Each claims the events it takes, in the transaction
+    that locks them, by moving their next delivery `lease` seconds on: no other worker takes
+    them while it sends, and no transaction stays open over the HTTP requests. A worker that
+    dies leaves its claim to lapse; the events are then due again and another worker sends
+    them (at least once: the event's key goes as its Idempotency-Key). Each outcome is written
+    only if the claim is still the worker's own."""
     now = now or timezone.now()
     url = settings.EXHAUSTION_WEBHOOK_URL
-    delivered = 0
+    lease = lease or settings.RETRY_LEASE_SECONDS
+    claimed_until = now + dt.timedelta(seconds=lease)
+    # The claim is over `lease` seconds from now whatever `now` says; a POST is begun only if
+    # it can end, answered or timed out, before another worker may take the event (the first
+    # always is, so that a lease shorter than the timeout still makes progress).
+    last_start = time.monotonic() + lease - poster.timeout
     with transaction.atomic():
-        due = EngineEvent.objects.filter(delivered_at__isnull=True, next_delivery_at__lte=now)
+        due = EngineEvent.objects.filter(
+            delivered_at__isnull=True, next_delivery_at__lte=now
+        ).order_by("next_delivery_at", "pk")
         if connection.features.has_select_for_update_skip_locked:
             due = due.select_for_update(skip_locked=True)
-        events = list(due[:100])
-    for event in events:
+        events = list(due[:batch])
+        if not events:
+            return 0
+        EngineEvent.objects.filter(pk__in=[event.pk for event in events]).update(
+            next_delivery_at=claimed_until
+        )
+    still_claimed = EngineEvent.objects.filter(
+        delivered_at__isnull=True, next_delivery_at=claimed_until
+    )
+    delivered = 0
+    for index, event in enumerate(events):
+        if index and url and time.monotonic() > last_start:
+            # Handed back rather than left to lapse: due again for any worker at once.
+            unsent = [later.pk for later in events[index:]]
+            still_claimed.filter(pk__in=unsent).update(next_delivery_at=now)
+            break
         error = ""
         if url:
-            try:
-                response = client.post(
-                    url,
-                    content=orjson.dumps(event.payload),
-                    headers={"Content-Type": "application/json"},
-                )
-                if not 200 <= response.status_code < 300:
-                    error = f"HTTP {response.status_code}"
-            except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}"
-        event.delivery_attempts += 1
+            result = post_outcome(
+                poster,
+                url,
+                orjson.dumps(event.payload),
+                {
+                    "Content-Type": "application/json",
+                    "User-Agent": USER_AGENT,
+                    IDEMPOTENCY_HEADER: event.key,
+                },
+            )
+            error = "" if result.outcome == AttemptOutcome.SUCCESS else result.error
         if error:
-            event.last_error = engine.truncate(error)
-            wait = min(2**event.delivery_attempts, 3600)
-            event.next_delivery_at = now + dt.timedelta(seconds=wait)
+            wait = min(2 ** (event.delivery_attempts + 1), 3600)
+            still_claimed.filter(pk=event.pk).update(
+                delivery_attempts=F("delivery_attempts") + 1,
+                last_error=engine.truncate(error),
+                next_delivery_at=now + dt.timedelta(seconds=wait),
+            )
         else:
-            event.delivered_at = now
-            delivered += 1
-        event.save(
-            update_fields=["delivery_attempts", "last_error", "next_delivery_at", "delivered_at"]
-        )
+            # Received: recorded even when the claim lapsed meanwhile, so that no worker
+            # sends it again.
+            delivered += EngineEvent.objects.filter(pk=event.pk, delivered_at__isnull=True).update(
+                delivery_attempts=F("delivery_attempts") + 1, delivered_at=now
+            )
     return delivered
 
 

@@ -180,12 +180,20 @@ RECORD_FIELDS: tuple[RecordField, ...] = (
         lookups=(*EXACT_AND_RANGE, ISNULL),
         description="When the retry engine will try it next; null: not on its own.",
     ),
-    R("last_attempt_at", lookups=EXACT_AND_RANGE, description="When it was last attempted."),
+    R(
+        "last_attempt_at",
+        lookups=(*EXACT_AND_RANGE, ISNULL),
+        description="When it was last attempted.",
+    ),
     R(
         "last_error",
         description="The channel app's answer to the last failed attempt (truncated).",
     ),
-    R("resolved_at", lookups=EXACT_AND_RANGE, description="When it stopped being retried."),
+    R(
+        "resolved_at",
+        lookups=(*EXACT_AND_RANGE, ISNULL),
+        description="When it stopped being retried.",
+    ),
     R("exhausted", answered=False, lookups=(EXACT,), in_cube=True),
     R("parked", answered=False, lookups=(EXACT,)),
 )

@@ -85,9 +85,7 @@ def test_a_record_added_in_the_admin_supersedes_an_older_failure(admin_client, m
 
 def test_the_api_rules_apply_in_the_form(admin_client, make_failed):
     record = make_failed()
-    response = admin_client.post(
-        CHANGE_URL.format(record.pk), form_data(record, retry_count=2**31)
-    )
+    response = admin_client.post(CHANGE_URL.format(record.pk), form_data(record, retry_count=2**31))
     assert response.status_code == 200  # the form again, with the error
     assert "Ensure this value is less than or equal to 2147483647." in response.content.decode()
     record.refresh_from_db()

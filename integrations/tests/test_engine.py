@@ -160,8 +160,8 @@ def test_exhaustion_sends_its_event_once(retry_channel, product_type, receiver, 
 
     run_worker()
     run_worker()
-    worker.deliver_events(worker.httpx.Client())
-    worker.deliver_events(worker.httpx.Client())
+    worker.deliver_events(worker.Poster(timeout=2))
+    worker.deliver_events(worker.Poster(timeout=2))
     hook.stop()
 
     failed.refresh_from_db()
@@ -443,7 +443,7 @@ def test_events_without_a_webhook_are_logged_only(retry_channel, product_type, r
     report(retry_channel, product_type, retry_count=2, max_retry_count=3)
 
     run_worker()
-    worker.deliver_events(worker.httpx.Client())
+    worker.deliver_events(worker.Poster(timeout=2))
 
     assert "exhausted after 3 attempts" in caplog.text
     assert EngineEvent.objects.get().delivered_at is not None
