@@ -28,7 +28,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True)
 def _fresh_policy_cache():
     """Channel ids come back between tests: no policy may outlive its test."""
-    from integrations.engine import forget_policies
+    from integrations.lifecycle.policies import forget_policies
 
     forget_policies()
     yield

@@ -38,7 +38,7 @@ import httpx
 import psycopg
 import urllib3
 
-from integrations.poster import READ_LIMIT, Answer, PostFailed, PostRefused, PostTimeout
+from integrations.dispatch.poster import READ_LIMIT, Answer, PostFailed, PostRefused, PostTimeout
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
@@ -303,7 +303,7 @@ class Urllib3Poster:
 
 def candidate(name: str):
     if name == "http.client":
-        from integrations.poster import Poster
+        from integrations.dispatch.poster import Poster
 
         return Poster
     return {"httpx": HttpxPoster, "urllib3": Urllib3Poster}[name]
@@ -317,7 +317,7 @@ def run_worker_with(client: str, argv: list[str]) -> None:
     django.setup()
     from django.core.management import call_command
 
-    from integrations import worker
+    from integrations.dispatch import worker
 
     worker.Poster = candidate(client)
     started = time.process_time()

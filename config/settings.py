@@ -116,7 +116,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Answers successful reads and reports of one failure in one statement on PostgreSQL (see
     # fastpath.py); after the middleware that sets security headers, before everything else.
-    "integrations.fastpath.FastPathMiddleware",
+    "integrations.reads.fastpath.FastPathMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -5,7 +5,7 @@ from django.urls import include, path
 
 from accounts.api import LoginView
 from common.views import health
-from integrations.openapi import OpenAPIView
+from integrations.api.openapi import OpenAPIView
 
 handler400 = "common.views.bad_request"
 handler403 = "common.views.permission_denied"

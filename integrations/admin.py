@@ -8,9 +8,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import models, transaction
 
 from common.fields import format_datetime_utc
-
-from . import services
-from .models import (
+from integrations.models import (
     Channel,
     ChannelGrant,
     EngineEvent,
@@ -19,8 +17,9 @@ from .models import (
     RetryAttempt,
     RetryPolicy,
 )
-from .records.registry import WRITABLE
-from .validation import check_references, validate_item
+from integrations.records import services
+from integrations.records.registry import WRITABLE
+from integrations.records.validation import check_references, validate_item
 
 # What the retry engine keeps: shown, never edited by hand.
 ENGINE_FIELDS = (

@@ -8,9 +8,8 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from accounts.services import token_create
-
-from .choices import ChannelType
-from .models import Channel
+from integrations.choices import ChannelType
+from integrations.models import Channel
 
 DEMO_CHANNEL_NAME = "Demo marketplace"
 DEMO_USERNAME = "demo"

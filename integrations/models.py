@@ -6,7 +6,7 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 
-from .choices import AttemptOutcome, Backoff, ChannelType, ReasonType, Resolution
+from integrations.choices import AttemptOutcome, Backoff, ChannelType, ReasonType, Resolution
 
 
 class Channel(models.Model):

@@ -8,8 +8,8 @@ from rest_framework.response import Response
 from common.pagination import paginated_response
 from common.params import str_param
 from common.views_base import JSONAPIView
-
-from .. import selectors, services
+from integrations.reads import selectors
+from integrations.records import services
 
 
 class ContentTypeSerializer(serializers.Serializer):

@@ -2,9 +2,8 @@ from __future__ import annotations
 
 from django.urls import path
 
-from ..services import ACTIONS
-from .content_types import ContentTypeListView
-from .views import (
+from integrations.api.content_types import ContentTypeListView
+from integrations.api.views import (
     FailedIntegrationActionView,
     FailedIntegrationAttemptsView,
     FailedIntegrationBulkActionView,
@@ -13,6 +12,7 @@ from .views import (
     FailedIntegrationListView,
     FailedIntegrationStatsView,
 )
+from integrations.records.services import ACTIONS
 
 RECORD_ACTIONS = ("retry", "park", "unpark")
 

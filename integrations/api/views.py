@@ -10,11 +10,11 @@ from common.exceptions import Conflict, PreconditionFailed
 from common.fields import format_datetime_utc
 from common.pagination import PageRequest, cursor_link, paginated_response
 from common.views_base import JSONAPIView
-
-from .. import selectors, services
-from ..access import WRITE, channel_access
-from ..models import Channel, FailedIntegration, RetryAttempt
-from .serializers import etag, failed_integration_data
+from integrations.api.access import WRITE, channel_access
+from integrations.models import Channel, FailedIntegration, RetryAttempt
+from integrations.reads import selectors
+from integrations.records import services
+from integrations.records.representation import etag, failed_integration_data
 
 CHANNEL_NOT_FOUND = "Channel not found."
 FAILED_INTEGRATION_NOT_FOUND = "Failed integration not found."

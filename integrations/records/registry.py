@@ -18,7 +18,7 @@ from functools import cached_property
 from django.db import models
 from django.db.backends.base.operations import BaseDatabaseOperations
 
-from ..models import FailedIntegration
+from integrations.models import FailedIntegration
 
 # Filter lookups a row may offer. RANGE stands for gt, gte, lt and lte.
 EXACT, IN, RANGE, ISNULL = "exact", "in", "range", "isnull"

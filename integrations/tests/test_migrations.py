@@ -15,7 +15,7 @@ from django.core.management import call_command
 from django.db import connection, transaction
 from django.db.migrations.executor import MigrationExecutor
 
-from integrations import counts
+from integrations.counting import counts
 
 pytestmark = pytest.mark.django_db
 

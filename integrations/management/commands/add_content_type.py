@@ -4,7 +4,7 @@ import re
 
 from django.core.management.base import BaseCommand, CommandError
 
-from integrations.services import content_type_get_or_create
+from integrations.records.services import content_type_get_or_create
 
 NAME_RE = re.compile(r"^([a-z][a-z0-9_]*)\.([a-z][a-z0-9_]*)$")
 

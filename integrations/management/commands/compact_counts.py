@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 
 from common.database import is_postgresql
-from integrations import counts
+from integrations.counting import counts
 
 
 class Command(BaseCommand):

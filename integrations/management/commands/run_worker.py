@@ -5,7 +5,7 @@ import signal
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from integrations.worker import Worker, WorkerConfig, release_leases
+from integrations.dispatch.worker import Worker, WorkerConfig, release_leases
 
 
 class Command(BaseCommand):

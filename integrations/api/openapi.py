@@ -1,0 +1,581 @@
+"""The OpenAPI document the service serves: the contract, with what the service adds.
+
+The contract (``contract/failed-integrations.openapi.json``, the original API's six operations)
+is loaded as it is and only extended:
+
+* the error answers the original API gives but its page does not list (400, 413, 415, 503);
+* the storage bounds of integers (64-bit ids, 32-bit counts) and the read-only timestamps;
+* what a write really requires: `channel` may be left out (it is the URL's), and PATCH takes
+  any subset of the fields;
+* the 200 bodies of PUT and PATCH (the whole updated object);
+* the list's filters and sorting, the group counts and bulk intake, and the endpoints the service
+  adds (login, content types).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import django_filters
+from django.conf import settings
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from common.fields import INT32_MAX
+from integrations.api.urls import RECORD_ACTIONS
+from integrations.choices import AttemptOutcome, State
+from integrations.reads.filtersets import (
+    MAX_LIST_ITEMS,
+    SORT_FIELDS,
+    BooleanFilter,
+    ContentTypeFilter,
+    DateTimeFilter,
+    FailedIntegrationFilterSet,
+    IntegerFilter,
+    SortFilter,
+)
+from integrations.reads.selectors import GROUP_KEYS
+from integrations.records.registry import (
+    ANSWERED,
+    BOOL,
+    CHOICE,
+    DATETIME,
+    INT,
+    STATE,
+    TEXT,
+    RecordField,
+)
+from integrations.records.services import ACTIONS
+
+CONTRACT_PATH = Path(__file__).resolve().parent / "contract" / "failed-integrations.openapi.json"
+LIST_PATH = "/api/v1/channel/{channel_id}/failed_integrations/"
+DETAIL_PATH = "/api/v1/channel/{channel_id}/failed_integrations/{id}/"
+STATS_PATH = "/api/v1/channel/{channel_id}/failed_integrations/stats/"
+BULK_PATH = "/api/v1/channel/{channel_id}/failed_integrations/bulk/"
+ATTEMPTS_PATH = "/api/v1/channel/{channel_id}/failed_integrations/{id}/attempts/"
+BODY_METHODS = {"post", "put", "patch"}
+
+_ERROR = {
+    "type": "object",
+    "properties": {"detail": {"type": "string"}, "code": {"type": "string"}},
+    "required": ["detail"],
+}
+_FIELD_ERRORS = {
+    "type": "object",
+    "description": "Field-keyed messages; `non_field_errors` for cross-field problems.",
+}
+
+
+def _error_response(description: str, schema: dict[str, Any] = _ERROR) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+ERROR_RESPONSES: dict[str, dict[str, Any]] = {
+    "400": _error_response(
+        "Invalid input: a field-keyed object naming each bad field or parameter.",
+        {"anyOf": [_FIELD_ERRORS, _ERROR]},
+    ),
+    "413": _error_response("The request body is larger than the service accepts."),
+    "415": _error_response("The request body is not JSON (Content-Type)."),
+    "503": _error_response("The database is unavailable; retry after `Retry-After` seconds."),
+}
+
+_KIND_SCHEMAS: dict[str, dict[str, Any]] = {
+    INT: {"type": "integer"},
+    BOOL: {"type": "boolean"},
+    DATETIME: {"type": "string", "format": "date-time"},
+    CHOICE: {"type": "string"},
+    TEXT: {"type": "string"},
+    STATE: {"type": "string", "enum": list(State.values)},
+}
+
+
+def field_schema(field: RecordField) -> dict[str, Any]:
+    """A registry field's schema: its type, bounds and nullability; read-only unless a channel
+    app writes it."""
+    schema = dict(_KIND_SCHEMAS[field.kind])
+    if field.bounds is not None:
+        low, high = field.bounds
+        schema |= {"format": "int32" if high <= INT32_MAX else "int64"}
+        schema |= {"minimum": low, "maximum": high}
+    if field.choices:
+        schema["enum"] = list(field.choices)
+    if field.nullable:
+        schema["nullable"] = True
+    if not field.writable:
+        schema["readOnly"] = True
+    if field.description:
+        schema["description"] = field.description
+    return schema
+
+
+def _record_schema(record: dict[str, Any]) -> None:
+    """The contract's record schema with the storage's bounds of its integers, and the fields
+    the service adds to every answer."""
+    properties = record["properties"]
+    for field in ANSWERED:
+        schema = field_schema(field)
+        if field.name not in properties:
+            properties[field.name] = schema
+        elif field.bounds is not None:
+            properties[field.name].update(
+                {key: schema[key] for key in ("format", "minimum", "maximum")}
+            )
+
+
+LOGIN_PATH = {
+    "post": {
+        "summary": "Log in",
+        "description": "Answers a token for `Authorization: Token <key>`.",
+        "tags": ["Auth"],
+        "security": [],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "username": {"type": "string", "minLength": 1, "maxLength": 150},
+                            "password": {"type": "string", "minLength": 1, "maxLength": 4096},
+                        },
+                        "required": ["username", "password"],
+                    }
+                }
+            },
+        },
+        "responses": {
+            "429": _error_response("Too many attempts from this address; see Retry-After."),
+            "200": {
+                "description": "A new token",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {"key": {"type": "string"}},
+                            "required": ["key"],
+                        }
+                    }
+                },
+            },
+        },
+    }
+}
+
+CONTENT_TYPE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer", "readOnly": True},
+        "app_label": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$", "maxLength": 100},
+        "model": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$", "maxLength": 100},
+    },
+    "required": ["app_label", "model"],
+}
+
+CONTENT_TYPES_PATH = {
+    "get": {
+        "summary": "List content types",
+        "description": "The kinds of objects a failure can be reported for.",
+        "tags": ["ContentTypes"],
+        "parameters": [
+            {"$ref": "#/components/parameters/page"},
+            {"$ref": "#/components/parameters/limit"},
+            {
+                "name": "app_label",
+                "in": "query",
+                "allowEmptyValue": True,
+                "schema": {"type": "string", "maxLength": 100},
+            },
+            {
+                "name": "model",
+                "in": "query",
+                "allowEmptyValue": True,
+                "schema": {"type": "string", "maxLength": 100},
+            },
+        ],
+        "responses": {
+            "200": {
+                "description": "OK",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "count": {"type": "integer"},
+                                "next": {"type": "string", "nullable": True},
+                                "previous": {"type": "string", "nullable": True},
+                                "results": {"type": "array", "items": CONTENT_TYPE_SCHEMA},
+                            },
+                        }
+                    }
+                },
+            },
+            "401": {"$ref": "#/components/responses/401"},
+        },
+    },
+    "post": {
+        "summary": "Add a content type (staff)",
+        "tags": ["ContentTypes"],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": CONTENT_TYPE_SCHEMA}},
+        },
+        "responses": {
+            "201": {
+                "description": "Created",
+                "content": {"application/json": {"schema": CONTENT_TYPE_SCHEMA}},
+            },
+            "200": {
+                "description": "It existed already",
+                "content": {"application/json": {"schema": CONTENT_TYPE_SCHEMA}},
+            },
+            "401": {"$ref": "#/components/responses/401"},
+            "403": _error_response("Only staff users may add content types."),
+        },
+    },
+}
+
+
+def _filter_schema(flt) -> dict[str, Any]:
+    if isinstance(flt, django_filters.BaseInFilter):
+        return {"type": "array", "items": _value_schema(flt), "maxItems": MAX_LIST_ITEMS}
+    return _value_schema(flt)
+
+
+def _value_schema(flt) -> dict[str, Any]:
+    """The schema of one value of `flt` (an `__in` filter is an instance of its value's)."""
+    if isinstance(flt, SortFilter):
+        names = [name for field in SORT_FIELDS for name in (field, f"-{field}")]
+        return {"type": "array", "items": {"type": "string", "enum": names}, "maxItems": 6}
+    if isinstance(flt, IntegerFilter):
+        bounds = {"minimum": flt.extra.get("min_value"), "maximum": flt.extra.get("max_value")}
+        return {"type": "integer", **{k: v for k, v in bounds.items() if v is not None}}
+    if isinstance(flt, DateTimeFilter):
+        return {"type": "string", "format": "date-time"}
+    if isinstance(flt, BooleanFilter):
+        return {"type": "boolean"}
+    if isinstance(flt, ContentTypeFilter):
+        return {
+            "type": "string",
+            "pattern": r"^([0-9]{1,18}|[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*)$",
+            "description": "A content type's id or app_label.model, e.g. products.product.",
+        }
+    if isinstance(flt, django_filters.ChoiceFilter):
+        return {"type": "string", "enum": [value for value, _ in flt.extra["choices"]]}
+    raise TypeError(f"No schema for filter {flt!r}")
+
+
+def filter_parameters() -> list[dict[str, Any]]:
+    """The list's query parameters, from the FilterSet (the one place they are declared)."""
+    parameters = []
+    for name, flt in FailedIntegrationFilterSet.base_filters.items():
+        schema = _filter_schema(flt)
+        parameter = {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "allowEmptyValue": True,
+            "schema": schema,
+        }
+        if schema["type"] == "array":
+            parameter |= {"style": "form", "explode": False}
+        parameters.append(parameter)
+    return parameters
+
+
+def load_contract() -> dict[str, Any]:
+    return json.loads(CONTRACT_PATH.read_text())
+
+
+def _schema_ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _stats_path() -> dict[str, Any]:
+    group_keys = {"type": "string", "enum": list(GROUP_KEYS)}
+    row = {
+        "type": "object",
+        "properties": {
+            "count": {"type": "integer"},
+            "reason_type": {"type": "string"},
+            "content_type": {"type": "integer"},
+            "content_type_name": {"type": "string"},
+            "is_active": {"type": "boolean"},
+            "exhausted": {"type": "boolean"},
+            "expired": {"type": "boolean"},
+        },
+        "required": ["count"],
+    }
+    body = {
+        "type": "object",
+        "properties": {
+            "count": {"type": "integer"},
+            "group_by": {"type": "array", "items": group_keys},
+            "results": {"type": "array", "items": row},
+        },
+        "required": ["count", "group_by", "results"],
+    }
+    return {
+        "get": {
+            "summary": "Count failed integrations per group",
+            "description": "One row per group of the filtered records, largest first.",
+            "tags": ["SalesChannelFailedIntegrations"],
+            "parameters": [
+                {"$ref": "#/components/parameters/channel_path"},
+                {
+                    "name": "group_by",
+                    "in": "query",
+                    "required": False,
+                    "allowEmptyValue": True,
+                    "style": "form",
+                    "explode": False,
+                    "schema": {
+                        "type": "array",
+                        "items": group_keys,
+                        "uniqueItems": True,
+                        "minItems": 1,
+                    },
+                    "description": "Default: reason_type.",
+                },
+                *filter_parameters(),
+            ],
+            "responses": {
+                "200": _json(body, "Counts per group"),
+                "401": {"$ref": "#/components/responses/401"},
+                "404": {"$ref": "#/components/responses/404"},
+            },
+        }
+    }
+
+
+def _bulk_path() -> dict[str, Any]:
+    created = {
+        "type": "object",
+        "properties": {
+            "count": {"type": "integer"},
+            "results": {"type": "array", "items": _schema_ref("FailedIntegration")},
+        },
+        "required": ["count", "results"],
+    }
+    return {
+        "post": {
+            "summary": "Report a batch of failed integrations",
+            "description": (
+                "All items are recorded, or none: a 400 lists each invalid item's index and fields."
+            ),
+            "tags": ["SalesChannelFailedIntegrations"],
+            "parameters": [{"$ref": "#/components/parameters/channel_path"}],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "array",
+                            "items": _schema_ref("FailedIntegrationWrite"),
+                            "minItems": 1,
+                            "maxItems": settings.BULK_MAX_ITEMS,
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "201": _json(created, "Every item recorded"),
+                "401": {"$ref": "#/components/responses/401"},
+                "404": {"$ref": "#/components/responses/404"},
+            },
+        }
+    }
+
+
+ACTION_HELP = {
+    "retry": "due now, even exhausted or mapping records; reset_count sets retry_count to 0",
+    "park": "not retried on its own until unparked",
+    "unpark": "due now if its policy retries it on its own",
+    "deactivate": "resolved: no longer retried",
+}
+
+
+def _action_path(action: str, *, bulk: bool) -> dict[str, Any]:
+    options = {
+        "type": "object",
+        "properties": {
+            "dry_run": {"type": "boolean", "default": False},
+            "reset_count": {"type": "boolean", "default": False},
+        },
+    }
+    parameters = [{"$ref": "#/components/parameters/channel_path"}]
+    if bulk:
+        parameters += [p for p in filter_parameters() if p["name"] != "channel"]
+        result = {
+            "type": "object",
+            "properties": {
+                "action": {"type": "string"},
+                "matched": {"type": "integer"},
+                "affected": {"type": "integer"},
+                "dry_run": {"type": "boolean"},
+            },
+            "required": ["action", "matched", "affected", "dry_run"],
+        }
+        summary = f"{action.capitalize()} every active record the filters match"
+    else:
+        parameters.append({"$ref": "#/components/parameters/id_path"})
+        result = _schema_ref("FailedIntegration")
+        summary = f"{action.capitalize()} one record"
+    responses = {
+        "200": _json(result, "Done" if bulk else "The record afterwards"),
+        "401": {"$ref": "#/components/responses/401"},
+        "404": {"$ref": "#/components/responses/404"},
+    }
+    if not bulk:
+        responses["409"] = _error_response("The record is not active.")
+    return {
+        "post": {
+            "summary": summary,
+            "description": f"{action}: {ACTION_HELP[action]}.",
+            "tags": ["RetryEngine"],
+            "parameters": parameters,
+            "requestBody": {
+                "required": False,
+                "content": {"application/json": {"schema": options}},
+            },
+            "responses": responses,
+        }
+    }
+
+
+def _attempts_path() -> dict[str, Any]:
+    attempt = {
+        "type": "object",
+        "properties": {
+            "number": {"type": "integer"},
+            "started_at": {"type": "string", "format": "date-time"},
+            "finished_at": {"type": "string", "format": "date-time", "nullable": True},
+            "outcome": {
+                "type": "string",
+                "nullable": True,
+                "enum": [*AttemptOutcome.values, None],
+            },
+            "http_status": {"type": "integer", "nullable": True},
+            "error": {"type": "string"},
+            "worker": {"type": "string"},
+            "idempotency_key": {"type": "string"},
+        },
+    }
+    page = {
+        "type": "object",
+        "properties": {
+            "count": {"type": "integer"},
+            "next": {"type": "string", "nullable": True},
+            "previous": {"type": "string", "nullable": True},
+            "results": {"type": "array", "items": attempt},
+        },
+    }
+    return {
+        "get": {
+            "summary": "The retry attempts of one record",
+            "tags": ["RetryEngine"],
+            "parameters": [
+                {"$ref": "#/components/parameters/channel_path"},
+                {"$ref": "#/components/parameters/id_path"},
+                {"$ref": "#/components/parameters/page"},
+                {"$ref": "#/components/parameters/limit"},
+            ],
+            "responses": {
+                "200": _json(page, "Attempts, oldest first"),
+                "401": {"$ref": "#/components/responses/401"},
+                "404": {"$ref": "#/components/responses/404"},
+            },
+        }
+    }
+
+
+def _add_error_responses(path: str, method: str, operation: dict[str, Any]) -> None:
+    responses = operation["responses"]
+    for status in ("400", "503") + (("413", "415") if method in BODY_METHODS else ()):
+        responses.setdefault(status, {"$ref": f"#/components/responses/{status}"})
+    paged = {"$ref": "#/components/parameters/page"} in operation.get("parameters", [])
+    # A channel or record not found (or not granted), or a page past the last.
+    if "{channel_id}" in path or paged:
+        responses.setdefault("404", {"$ref": "#/components/responses/404"})
+
+
+def build_document(contract: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The served document: `contract` (by default the contract file) with the additions."""
+    document = copy.deepcopy(contract if contract is not None else load_contract())
+    schemas = document["components"]["schemas"]
+    record = schemas["FailedIntegration"]
+    _record_schema(record)
+
+    # What a create or full update requires: the contract's list, less `channel` (the URL's).
+    write = copy.deepcopy(record)
+    write["required"] = [name for name in record["required"] if name != "channel"]
+    write["description"] = (
+        "`channel` may be left out; when given it must be the channel of the URL."
+    )
+    schemas["FailedIntegrationWrite"] = write
+    partial = copy.deepcopy(write)
+    partial["required"] = []
+    partial["description"] = "Any subset of the fields."
+    schemas["FailedIntegrationPartial"] = partial
+
+    # An empty query parameter is one not given, as in the original API (django-filter).
+    for parameter in document["components"]["parameters"].values():
+        if parameter["in"] == "query":
+            parameter["allowEmptyValue"] = True
+    document["components"]["responses"].update(copy.deepcopy(ERROR_RESPONSES))
+    document["components"]["responses"]["500"] = _error_response("Server error (no traceback).")
+    for path in (LIST_PATH, DETAIL_PATH):
+        for method, operation in document["paths"][path].items():
+            if method in BODY_METHODS:
+                body = operation["requestBody"]["content"]["application/json"]
+                body["schema"] = _schema_ref(
+                    "FailedIntegrationPartial" if method == "patch" else "FailedIntegrationWrite"
+                )
+            if method in {"put", "patch"}:
+                operation["responses"]["200"]["content"] = {
+                    "application/json": {"schema": _schema_ref("FailedIntegration")}
+                }
+
+    list_parameters = document["paths"][LIST_PATH]["get"]["parameters"]
+    list_parameters.extend(
+        parameter for parameter in filter_parameters() if parameter["name"] != "channel"
+    )
+    document["paths"][STATS_PATH] = _stats_path()
+    document["paths"][BULK_PATH] = _bulk_path()
+    document["paths"][ATTEMPTS_PATH] = _attempts_path()
+    for action in ACTIONS:
+        document["paths"][f"{LIST_PATH}{action}/"] = _action_path(action, bulk=True)
+    for action in RECORD_ACTIONS:
+        document["paths"][f"{DETAIL_PATH}{action}/"] = _action_path(action, bulk=False)
+    document["paths"]["/api/v1/auth/login/"] = copy.deepcopy(LOGIN_PATH)
+    document["paths"]["/api/v1/content_types/"] = copy.deepcopy(CONTENT_TYPES_PATH)
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            _add_error_responses(path, method, operation)
+    document["info"]["description"] = (
+        "Sales channel failed integrations. Unknown routes answer 404 and unsupported methods "
+        "405 (with `Allow`), both as JSON `{detail, code}`."
+    )
+    return document
+
+
+@functools.cache
+def served_document() -> dict[str, Any]:
+    return build_document()
+
+
+class OpenAPIView(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    def get(self, request):
+        return Response(served_document())

@@ -1,0 +1,518 @@
+"""The worker: claims due failed integrations, dispatches them to their channel apps, records
+the outcomes; and keeps the rest of the life cycle moving (expiry, retention, events, counts).
+
+Several workers may run against one PostgreSQL database, on as many machines: a claim takes
+due records with `SELECT ... FOR UPDATE SKIP LOCKED`, so no two workers take the same record,
+and leases them for `lease` seconds. A worker that dies leaves its leases to lapse; the records
+are then due again and another worker takes them. An outcome is written only while the lease
+is still the worker's own, so a late answer never counts twice. Exhaustion events are claimed
+and leased the same way (see `deliver_events`). On SQLite one worker runs.
+
+Attempts and events go out through one HTTP client, `Poster` (bench/dispatch --ab compares it
+with httpx and urllib3).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import orjson
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.db.models import F, Max
+from django.utils import timezone
+
+from common.database import is_postgresql
+from integrations.choices import AttemptOutcome, Resolution
+from integrations.counting import counts
+from integrations.dispatch.poster import Poster, PostFailed, PostRefused, PostTimeout
+from integrations.lifecycle import policies
+from integrations.models import EngineEvent, FailedIntegration, RetryAttempt
+from integrations.records.representation import failed_integration_data
+
+logger = logging.getLogger("integrations.dispatch.worker")
+
+SIGNATURE_HEADER = "X-Signature"
+TIMESTAMP_HEADER = "X-Timestamp"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+USER_AGENT = "failed-integrations-retry/1"
+EXHAUSTED = "failed_integration.exhausted"
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """`sha256=<hex>`: HMAC-SHA256 with the channel's secret over `<timestamp>.<body>`."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+@dataclass
+class Claimed:
+    record: FailedIntegration
+    endpoint: str
+    secret: str
+    attempt: RetryAttempt | None = None
+
+
+@dataclass
+class WorkerConfig:
+    concurrency: int = 8
+    batch: int = 32
+    lease: float = 60.0
+    timeout: float = 10.0
+    poll: float = 1.0
+    housekeeping_every: float = 30.0
+    name: str = field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    )
+
+
+class Worker:
+    def __init__(self, config: WorkerConfig):
+        self.config = config
+        self.stopping = threading.Event()
+        self.poster = Poster(timeout=config.timeout)
+        self.pool = ThreadPoolExecutor(max_workers=config.concurrency)
+        self.last_housekeeping = 0.0
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def run(self, *, once: bool = False) -> int:
+        """Works until stopped (or, with `once`, until nothing is due); answers the number of
+        attempts made."""
+        made = 0
+        while not self.stopping.is_set():
+            if not connection.in_atomic_block:
+                close_old_connections()  # as a request would: a lost connection is replaced
+            if time.monotonic() - self.last_housekeeping >= self.config.housekeeping_every:
+                self.housekeeping()
+            claimed = self.claim()
+            made += self.dispatch(claimed)
+            if once and not claimed:
+                break
+            if not claimed:
+                self.stopping.wait(self.config.poll)
+        self.pool.shutdown(wait=True)
+        self.poster.close()
+        return made
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def housekeeping(self) -> None:
+        self.last_housekeeping = time.monotonic()
+        expire_records()
+        purge_records()
+        deliver_events(self.poster, lease=self.config.lease)
+        if is_postgresql():
+            counts.compact()
+            counts.vacuum()
+
+    # --- one batch --------------------------------------------------------------------------
+
+    def claim(self) -> list[Claimed]:
+        """Leases up to `batch` due records to this worker."""
+        now = timezone.now()
+        lease_until = now + dt.timedelta(seconds=self.config.lease)
+        with transaction.atomic():
+            due = (
+                FailedIntegration.objects.filter(
+                    next_retry_at__lte=now,
+                    is_active=True,
+                    parked=False,
+                    channel__is_active=True,
+                )
+                .exclude(channel__retry_endpoint="")
+                .exclude(lease_expires_at__gt=now)
+                .exclude(expiration_date__lte=now)
+                .order_by("next_retry_at")
+            )
+            if connection.features.has_select_for_update_skip_locked:
+                due = due.select_for_update(skip_locked=True, of=("self",))
+            ids = list(due.values_list("pk", flat=True)[: self.config.batch])
+            if not ids:
+                return []
+            FailedIntegration.objects.filter(pk__in=ids).update(
+                lease_owner=self.config.name, lease_expires_at=lease_until
+            )
+        records = FailedIntegration.objects.filter(pk__in=ids).select_related("channel")
+        return [
+            Claimed(record=r, endpoint=r.channel.retry_endpoint, secret=r.channel.signing_secret)
+            for r in records
+        ]
+
+    def dispatch(self, claimed: list[Claimed]) -> int:
+        """Attempts every claimed record, concurrently, and records the outcomes; the database
+        work is a few statements per batch, not per record."""
+        if not claimed:
+            return 0
+        start_attempts(claimed, worker=self.config.name)
+        results = list(self.pool.map(self.send, claimed))
+        finish_attempts(claimed, results, worker=self.config.name)
+        return len(claimed)
+
+    def send(self, item: Claimed) -> AttemptResult:
+        record, attempt = item.record, item.attempt
+        data = failed_integration_data(record, has_endpoint=True)
+        body = orjson.dumps(
+            {
+                "event": "failed_integration.retry",
+                "attempt": attempt.number,
+                "idempotency_key": attempt.idempotency_key,
+                "failed_integration": data,
+            }
+        )
+        timestamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            TIMESTAMP_HEADER: timestamp,
+            IDEMPOTENCY_HEADER: attempt.idempotency_key,
+        }
+        if item.secret:
+            headers[SIGNATURE_HEADER] = sign(item.secret, timestamp, body)
+        return post_outcome(self.poster, item.endpoint, body, headers)
+
+
+# Errors are kept to this length (a channel app's answer can be of any size).
+ERROR_TEXT_LIMIT = 2000
+
+
+def truncate(text: str, limit: int = ERROR_TEXT_LIMIT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    outcome: str
+    http_status: int | None
+    error: str
+
+
+def post_outcome(poster: Poster, url: str, body: bytes, headers: dict[str, str]) -> AttemptResult:
+    """One POST, its answer or its failure as an outcome with the error text to record."""
+    try:
+        answer = poster.post(url, body, headers)
+    except PostTimeout as exc:
+        return AttemptResult(AttemptOutcome.TIMEOUT, None, f"timed out: {exc}")
+    except PostRefused as exc:
+        return AttemptResult(AttemptOutcome.REFUSED, None, f"connection failed: {exc}")
+    except PostFailed as exc:
+        return AttemptResult(AttemptOutcome.ERROR, None, str(exc))
+    if 200 <= answer.status < 300:
+        return AttemptResult(AttemptOutcome.SUCCESS, answer.status, "")
+    return AttemptResult(
+        AttemptOutcome.HTTP_ERROR, answer.status, f"HTTP {answer.status}: {answer.text[:1000]}"
+    )
+
+
+def start_attempts(claimed: list[Claimed], *, worker: str) -> None:
+    """Records the attempts about to be made (numbered per record), in one statement."""
+    numbers = dict(
+        RetryAttempt.objects.filter(failed_integration__in=[c.record.pk for c in claimed])
+        .values("failed_integration")
+        .annotate(last=Max("number"))
+        .values_list("failed_integration", "last")
+    )
+    now = timezone.now()
+    attempts = [
+        RetryAttempt(
+            failed_integration=item.record,
+            number=numbers.get(item.record.pk, 0) + 1,
+            idempotency_key=uuid.uuid4().hex,
+            worker=worker,
+            started_at=now,
+        )
+        for item in claimed
+    ]
+    RetryAttempt.objects.bulk_create(attempts)
+    for item, attempt in zip(claimed, attempts, strict=True):
+        item.attempt = attempt
+
+
+def finish_attempts(claimed: list[Claimed], results: list[AttemptResult], *, worker: str) -> None:
+    """Writes the outcomes to the records this worker still holds (a record whose lease lapsed
+    and was taken by another worker keeps that worker's outcome: `lease_lost` here)."""
+    now = timezone.now()
+    channel_policies: dict[int, dict[str, policies.Policy]] = {}
+    with transaction.atomic():
+        held = set(
+            FailedIntegration.objects.select_for_update()
+            .filter(pk__in=[c.record.pk for c in claimed], lease_owner=worker, is_active=True)
+            .values_list("pk", flat=True)
+        )
+        resolved, failed, exhausted = [], [], []
+        for item, result in zip(claimed, results, strict=True):
+            record, attempt = item.record, item.attempt
+            attempt.finished_at = now
+            attempt.http_status = result.http_status
+            attempt.error = truncate(result.error)
+            if record.pk not in held:
+                attempt.outcome = AttemptOutcome.LEASE_LOST
+                logger.warning(
+                    "attempt %s of %s: the lease lapsed before the answer; ignored",
+                    attempt.number,
+                    record.pk,
+                )
+                continue
+            attempt.outcome = result.outcome
+            record.lease_owner, record.lease_expires_at = "", None
+            record.last_attempt_at = record.modified_date = now
+            if result.outcome == AttemptOutcome.SUCCESS:
+                resolved.append(record.pk)
+                continue
+            if record.channel_id not in channel_policies:
+                channel_policies[record.channel_id] = policies.policies_for(record.channel_id)
+            record.retry_count += 1
+            record.last_error = attempt.error
+            record.next_retry_at = policies.next_retry_at(
+                record,
+                channel_policies[record.channel_id][record.reason_type],
+                now=now,
+                attempts=attempt.number,
+            )
+            failed.append(record)
+            if record.retry_count >= record.max_retry_count:
+                exhausted.append(record)
+        if resolved:
+            FailedIntegration.objects.filter(pk__in=resolved).update(
+                is_active=False,
+                resolution=Resolution.RESOLVED,
+                resolved_at=now,
+                next_retry_at=None,
+                last_attempt_at=now,
+                last_error="",
+                lease_owner="",
+                lease_expires_at=None,
+                modified_date=now,
+            )
+        if failed:
+            write_failures(failed)
+        # One statement per distinct outcome (a batch mostly has one or two): cheaper to build
+        # and to run than an update of each row by its own CASE branch.
+        outcomes: dict[tuple, list[int]] = {}
+        for item in claimed:
+            attempt = item.attempt
+            key = (attempt.outcome, attempt.http_status, attempt.error)
+            outcomes.setdefault(key, []).append(attempt.pk)
+        for (outcome, http_status, error), ids in outcomes.items():
+            RetryAttempt.objects.filter(pk__in=ids).update(
+                finished_at=now, outcome=outcome, http_status=http_status, error=error
+            )
+        if exhausted:
+            record_exhaustion(exhausted, now=now)
+
+
+FAILURE_FIELDS = (
+    "retry_count",
+    "last_attempt_at",
+    "last_error",
+    "next_retry_at",
+    "lease_owner",
+    "lease_expires_at",
+    "modified_date",
+)
+
+# The failed attempts' records, each with its own count, error and next attempt, in one
+# statement (Django's bulk_update builds a CASE per field and row: most of a batch's cost).
+WRITE_FAILURES_SQL = """
+UPDATE integrations_failedintegration AS f
+SET retry_count = v.retry_count, last_error = v.last_error, next_retry_at = v.next_retry_at,
+    last_attempt_at = v.at, modified_date = v.at, lease_owner = '', lease_expires_at = NULL
+FROM (VALUES {rows}) AS v(id, retry_count, last_error, next_retry_at, at)
+WHERE f.id = v.id
+"""
+
+
+def write_failures(records: list[FailedIntegration]) -> None:
+    if not is_postgresql():
+        FailedIntegration.objects.bulk_update(records, FAILURE_FIELDS)
+        return
+    row = "(%s::bigint, %s::integer, %s::text, %s::timestamptz, %s::timestamptz)"
+    params = []
+    for record in records:
+        params += [
+            record.pk,
+            record.retry_count,
+            record.last_error,
+            record.next_retry_at,
+            record.last_attempt_at,
+        ]
+    with connection.cursor() as cursor:
+        cursor.execute(WRITE_FAILURES_SQL.format(rows=", ".join([row] * len(records))), params)
+
+
+def record_exhaustion(records: list[FailedIntegration], *, now: dt.datetime) -> None:
+    """Logs the exhaustions and records their events (once per record and retry count)."""
+    for record in records:
+        logger.warning(
+            "failed integration %s (channel %s, %s) exhausted after %s attempts",
+            record.pk,
+            record.channel_id,
+            record.reason_type,
+            record.retry_count,
+        )
+    EngineEvent.objects.bulk_create(
+        [exhaustion_event(record, now=now) for record in records], ignore_conflicts=True
+    )
+
+
+def exhaustion_event(record: FailedIntegration, *, now: dt.datetime) -> EngineEvent:
+    return EngineEvent(
+        key=f"exhausted:{record.pk}:{record.retry_count}",
+        kind=EXHAUSTED,
+        failed_integration_id=record.pk,
+        channel_id=record.channel_id,
+        next_delivery_at=now,
+        payload={
+            "event": EXHAUSTED,
+            "failed_integration": record.pk,
+            "channel": record.channel_id,
+            "content_type": record.content_type_id,
+            "object_id": record.object_id,
+            "reason_type": record.reason_type,
+            "retry_count": record.retry_count,
+            "max_retry_count": record.max_retry_count,
+            "at": now.isoformat(),
+        },
+    )
+
+
+# --- housekeeping ---------------------------------------------------------------------------
+
+BATCH = 1000
+
+
+def expire_records(*, now: dt.datetime | None = None, batch: int = BATCH) -> int:
+    """Deactivates active records past their expiration date; answers how many."""
+    now = now or timezone.now()
+    total = 0
+    while True:
+        ids = list(
+            FailedIntegration.objects.filter(is_active=True, expiration_date__lte=now).values_list(
+                "pk", flat=True
+            )[:batch]
+        )
+        if not ids:
+            return total
+        total += FailedIntegration.objects.filter(pk__in=ids, is_active=True).update(
+            is_active=False,
+            resolution=Resolution.EXPIRED,
+            resolved_at=now,
+            next_retry_at=None,
+            modified_date=now,
+        )
+
+
+def purge_records(*, now: dt.datetime | None = None, batch: int = BATCH) -> int:
+    """Deletes inactive records unchanged for longer than the retention; answers how many."""
+    now = now or timezone.now()
+    before = now - dt.timedelta(days=settings.RETENTION_DAYS)
+    total = 0
+    while True:
+        ids = list(
+            FailedIntegration.objects.filter(is_active=False, modified_date__lt=before).values_list(
+                "pk", flat=True
+            )[:batch]
+        )
+        if not ids:
+            return total
+        total += (
+            FailedIntegration.objects.filter(pk__in=ids, is_active=False)
+            .delete()[1]
+            .get("integrations.FailedIntegration", 0)
+        )
+
+
+EVENT_BATCH = 100
+
+
+def deliver_events(
+    poster: Poster,
+    *,
+    now: dt.datetime | None = None,
+    lease: float | None = None,
+    batch: int = EVENT_BATCH,
+) -> int:
+    """Sends due events to EXHAUSTION_WEBHOOK_URL (when set; else they are only logged);
+    retries with a growing wait. Answers how many were delivered.
+
+    Several workers may deliver at once. Each claims the events it takes, in the transaction
+    that locks them, by moving their next delivery `lease` seconds on: no other worker takes
+    them while it sends, and no transaction stays open over the HTTP requests. A worker that
+    dies leaves its claim to lapse; the events are then due again and another worker sends
+    them (at least once: the event's key goes as its Idempotency-Key). Each outcome is written
+    only if the claim is still the worker's own."""
+    now = now or timezone.now()
+    url = settings.EXHAUSTION_WEBHOOK_URL
+    lease = lease or settings.RETRY_LEASE_SECONDS
+    claimed_until = now + dt.timedelta(seconds=lease)
+    # The claim is over `lease` seconds from now whatever `now` says; a POST is begun only if
+    # it can end, answered or timed out, before another worker may take the event (the first
+    # always is, so that a lease shorter than the timeout still makes progress).
+    last_start = time.monotonic() + lease - poster.timeout
+    with transaction.atomic():
+        due = EngineEvent.objects.filter(
+            delivered_at__isnull=True, next_delivery_at__lte=now
+        ).order_by("next_delivery_at", "pk")
+        if connection.features.has_select_for_update_skip_locked:
+            due = due.select_for_update(skip_locked=True)
+        events = list(due[:batch])
+        if not events:
+            return 0
+        EngineEvent.objects.filter(pk__in=[event.pk for event in events]).update(
+            next_delivery_at=claimed_until
+        )
+    still_claimed = EngineEvent.objects.filter(
+        delivered_at__isnull=True, next_delivery_at=claimed_until
+    )
+    delivered = 0
+    for index, event in enumerate(events):
+        if index and url and time.monotonic() > last_start:
+            # Handed back rather than left to lapse: due again for any worker at once.
+            unsent = [later.pk for later in events[index:]]
+            still_claimed.filter(pk__in=unsent).update(next_delivery_at=now)
+            break
+        error = ""
+        if url:
+            result = post_outcome(
+                poster,
+                url,
+                orjson.dumps(event.payload),
+                {
+                    "Content-Type": "application/json",
+                    "User-Agent": USER_AGENT,
+                    IDEMPOTENCY_HEADER: event.key,
+                },
+            )
+            error = "" if result.outcome == AttemptOutcome.SUCCESS else result.error
+        if error:
+            wait = min(2 ** (event.delivery_attempts + 1), 3600)
+            still_claimed.filter(pk=event.pk).update(
+                delivery_attempts=F("delivery_attempts") + 1,
+                last_error=truncate(error),
+                next_delivery_at=now + dt.timedelta(seconds=wait),
+            )
+        else:
+            # Received: recorded even when the claim lapsed meanwhile, so that no worker
+            # sends it again.
+            delivered += EngineEvent.objects.filter(pk=event.pk, delivered_at__isnull=True).update(
+                delivery_attempts=F("delivery_attempts") + 1, delivered_at=now
+            )
+    return delivered
+
+
+def release_leases(worker: str) -> int:
+    """Gives back what a stopping worker holds, so that others may take it at once."""
+    return FailedIntegration.objects.filter(lease_owner=worker).update(
+        lease_owner="", lease_expires_at=None
+    )

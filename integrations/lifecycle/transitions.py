@@ -1,0 +1,93 @@
+"""The life cycle's writes that reports and updates make: a newer failure of an object
+supersedes older active ones, and an update brings the life-cycle fields (resolution,
+schedule) in line."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+from django.db.models import Count, OuterRef, Q, Subquery
+from django.utils import timezone
+
+from integrations.choices import Resolution
+from integrations.lifecycle.policies import Policy, next_retry_at, policies_for
+from integrations.models import FailedIntegration
+
+
+def supersede(channel_id: int, records: Iterable[FailedIntegration], *, now: dt.datetime) -> int:
+    """Leaves one active failure per object of the records: the newest version (the latest
+    report among equal versions, so that a report sent twice counts once); deactivates the
+    others as superseded. Answers how many."""
+    object_ids = {r.object_id for r in records}
+    active = FailedIntegration.objects.filter(
+        channel_id=channel_id, is_active=True, object_id__in=object_ids
+    )
+    # Most reports are an object's only active failure: a read (no commit) tells, and the
+    # update runs only when there is something to supersede. The objects with more than one
+    # are counted rather than tested with exists(): its LIMIT 1 made PostgreSQL walk the whole
+    # channel in (content type, object) order for a bulk's 1000 objects (370 ms at 160k rows,
+    # against 2 ms through the object index).
+    if not (
+        active.values("content_type_id", "object_id")
+        .annotate(n=Count("pk"))
+        .filter(n__gt=1)
+        .count()
+    ):
+        return 0
+    newest = FailedIntegration.objects.filter(
+        channel_id=OuterRef("channel_id"),
+        content_type_id=OuterRef("content_type_id"),
+        object_id=OuterRef("object_id"),
+        is_active=True,
+    ).order_by("-version_date", "-pk")
+    older = Q(version_date__lt=Subquery(newest.values("version_date")[:1])) | Q(
+        version_date=Subquery(newest.values("version_date")[:1]),
+        pk__lt=Subquery(newest.values("pk")[:1]),
+    )
+    return (
+        FailedIntegration.objects.filter(
+            channel_id=channel_id, is_active=True, object_id__in=object_ids
+        )
+        .filter(older)
+        .update(
+            is_active=False,
+            resolution=Resolution.SUPERSEDED,
+            resolved_at=now,
+            next_retry_at=None,
+            modified_date=now,
+        )
+    )
+
+
+LIFE_CYCLE_FIELDS = ("is_active", "resolution", "resolved_at", "next_retry_at", "modified_date")
+
+
+def refresh_life_cycle(records: list[FailedIntegration]) -> None:
+    """Reloads the life-cycle fields of records a statement may have changed."""
+    rows = FailedIntegration.objects.filter(pk__in=[r.pk for r in records]).values(
+        "pk", *LIFE_CYCLE_FIELDS
+    )
+    by_pk = {row.pop("pk"): row for row in rows}
+    for record in records:
+        for name, value in by_pk.get(record.pk, {}).items():
+            setattr(record, name, value)
+
+
+def after_update(record: FailedIntegration, *, was_active: bool) -> list[str]:
+    """Brings the life-cycle fields in line with an update by a person or a channel app;
+    answers the fields it changed. An update is a reason to try again: a mapping failure, which
+    is not retried on its own, is retried at once after one."""
+    now = timezone.now()
+    changed = ["next_retry_at"]
+    if was_active and not record.is_active:
+        record.resolution, record.resolved_at = Resolution.RESOLVED, now
+        changed += ["resolution", "resolved_at"]
+    elif record.is_active and not was_active:
+        record.resolution, record.resolved_at = "", None
+        changed += ["resolution", "resolved_at"]
+    policy = policies_for(record.channel_id)[record.reason_type]
+    record.next_retry_at = next_retry_at(record, policy, now=now)
+    if record.next_retry_at is None and not policy.auto_retry:
+        record.next_retry_at = next_retry_at(record, Policy(auto_retry=True), now=now) and now
+    return changed

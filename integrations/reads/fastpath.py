@@ -1,0 +1,462 @@
+"""The fast path (PostgreSQL): a retrieve, a list page or a report of one failure in one SQL
+statement.
+
+Reads are most of the traffic and the part that must stay fast at millions of rows; reports of
+single failures are the rest. For a GET of a record or of a list page, this middleware
+authenticates, checks the channel, counts and fetches the page in a single statement, and
+PostgreSQL writes the JSON of the records itself (`row_to_json`), so that no Python object is
+made per record. For a POST of one failure, the body is validated by the same rules as the
+regular view's (`validation.validate_item`), and one statement authenticates, checks the
+channel's write access and the integration action, inserts and answers the record's JSON; the
+supersede that follows is the regular path's own.
+
+It answers only the successful case. Anything else (no or bad token, unknown channel or record,
+a bad parameter or body, a page past the end) goes on to the regular DRF view, which finds the
+same problem and answers it in the one place errors are made: the two paths cannot disagree on
+an error, and the regular path is the reference the test suite compares the fast one against.
+A write falls back only when its statement failed, that is when it wrote nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from functools import cache
+
+import orjson
+import psycopg
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.http import HttpResponse
+from django.urls import get_resolver
+from django.utils import timezone
+from rest_framework.exceptions import APIException
+
+from accounts.authentication import AUTHENTICATES_SQL, key_from_header
+from accounts.models import hash_key
+from common.database import is_postgresql
+from common.fields import INT64_MAX
+from common.pagination import PageRequest, cursor_link, page_links
+from integrations.api.access import MAY_READ_SQL, MAY_WRITE_SQL
+from integrations.counting import counts
+from integrations.lifecycle import policies
+from integrations.models import FailedIntegration
+from integrations.reads.cursor import CURSOR_PARAM, after_sql, cursor_request
+from integrations.reads.query import ListQuery
+from integrations.records import services
+from integrations.records.representation import etag, failed_integration_data, json_columns_sql
+from integrations.records.validation import content_type_known, validate_item
+
+logger = logging.getLogger(__name__)
+
+INT64_DIGITS = len(str(INT64_MAX))
+
+
+def _route(name: str) -> re.Pattern:
+    """The regular expression the API's URL patterns match the named route with (below the
+    API's prefix)."""
+    from integrations.api.urls import urlpatterns
+
+    return next(pattern for pattern in urlpatterns if pattern.name == name).pattern.regex
+
+
+def _api_prefix() -> str:
+    """Where the project's URLs include the API's."""
+    from integrations.api import urls
+
+    for pattern in get_resolver().url_patterns:
+        if getattr(pattern, "urlconf_name", None) is urls:
+            return f"/{pattern.pattern}"
+    raise LookupError("the API's URLs are not included")
+
+
+def _ids(match: re.Match) -> tuple[int, ...] | None:
+    """The route's ids, or None when one cannot be a stored id (the regular view answers)."""
+    values = match.groups()
+    if any(len(value) > INT64_DIGITS for value in values):
+        return None
+    return tuple(int(value) for value in values)
+
+
+TABLE = FailedIntegration._meta.db_table
+
+# The first page of a filtered list, sorted by a column the filters' indexes do not serve, is
+# found one of two ways, and PostgreSQL cannot tell which is fast: walking the sort's index
+# until enough records pass the filters (fast when matches are common early in the sort order,
+# endless when the filter and the sort are correlated the wrong way), or reading every match
+# through the filters' indexes and sorting them (fast when matches are few). The exact count
+# is known before the page is chosen, so the statement does both, bounded: with more than
+# WALK_ROWS matches it walks at most WALK_ROWS records of the sort's index, and only if those
+# did not hold the page does it read the matches and sort them. Pages deeper than
+# WALK_PAGE_MAX records keep PostgreSQL's own plan.
+WALK_ROWS = 5000
+WALK_PAGE_MAX = 1000
+# Filters whose (channel, field, id) index lists their matches in pk order: sorted by pk, such
+# a page is an index range, which PostgreSQL finds by itself.
+PK_ORDERED_FILTERS = frozenset({"reason_type", "is_active", "exhausted", "parked"})
+
+
+def _walks(query: ListQuery, need: int) -> bool:
+    """Whether a filtered page of `need` records is found by the bounded walk (see WALK_ROWS).
+    Not when PostgreSQL's own plan is an index range: sorted by pk with a pk-ordered filter, or
+    sorted by a column that a filter tests (a range of the sort's own index; `exhausted` counts
+    as testing the retry count, where a bounded walk misses and the matches are many)."""
+    first = query.sort_columns[0]
+    return (
+        need <= WALK_PAGE_MAX
+        and not (first == "id" and query.filter_names & PK_ORDERED_FILTERS)
+        and first not in query.filter_columns
+    )
+
+
+JSON_COLUMNS = json_columns_sql("fi", has_endpoint="(SELECT has_endpoint FROM allowed)")
+
+# The token authenticates and its user may read (or write) the channel (access.py): the
+# statement's guard.
+AUTHORIZED_CHANNEL_SQL = f"""
+    SELECT c.id, c.retry_endpoint <> '' AS has_endpoint
+    FROM integrations_channel c
+    JOIN accounts_token t ON t.key_hash = %s
+    JOIN auth_user u ON u.id = t.user_id
+    WHERE c.id = %s AND {AUTHENTICATES_SQL} AND {{may}}
+"""
+READABLE_CHANNEL_SQL = AUTHORIZED_CHANNEL_SQL.format(may=MAY_READ_SQL)
+WRITABLE_CHANNEL_SQL = AUTHORIZED_CHANNEL_SQL.format(may=MAY_WRITE_SQL)
+
+RETRIEVE_SQL = f"""
+    WITH allowed AS ({READABLE_CHANNEL_SQL})
+    SELECT row_to_json(r)::text, r.pk, r.modified_date FROM (
+        SELECT {JSON_COLUMNS} FROM {TABLE} AS fi
+        WHERE fi.channel_id = %s AND fi.id = %s AND EXISTS (SELECT 1 FROM allowed)
+    ) AS r
+"""
+
+
+class FastPathMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.enabled = is_postgresql()
+        self.prefix = _api_prefix()
+        self.list_route = _route("failed-integration-list")
+        self.detail_route = _route("failed-integration-detail")
+
+    def __call__(self, request):
+        if self.enabled and request.method in ("GET", "POST", "PUT", "PATCH"):
+            response = self.respond(request)
+            if response is not None:
+                return response
+        return self.get_response(request)
+
+    def respond(self, request) -> HttpResponse | None:
+        path = request.path_info
+        if not path.startswith(self.prefix):
+            return None
+        path = path[len(self.prefix) :]
+        header = request.META.get("HTTP_AUTHORIZATION")
+        if not header:
+            return None
+        try:
+            key_hash = hash_key(key_from_header(header))
+            method = request.method
+            match = self.detail_route.match(path)
+            ids = _ids(match) if match else None
+            if ids and method == "GET":
+                return retrieve(*ids, key_hash)
+            if ids and method in ("PUT", "PATCH"):
+                return update(request, *ids, key_hash, partial=method == "PATCH")
+            match = self.list_route.match(path)
+            ids = _ids(match) if match else None
+            if ids and method == "GET":
+                return list_page(request, *ids, key_hash)
+            if ids and method == "POST":
+                return create(request, *ids, key_hash)
+        except APIException:
+            return None  # the regular view answers the error
+        except (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError):
+            # A lost connection: drop it; the regular view connects again, and answers 503 if
+            # the database is really down.
+            connection.close()
+            return None
+        return None
+
+
+def _fetchone(sql: str, params: list):
+    """One row of a statement, on Django's connection but with a psycopg cursor of its own:
+    server-side parameters, so that PostgreSQL prepares the statement once per connection and
+    plans it only once (Django's cursors bind client-side)."""
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, prepare=True)
+        return cursor.fetchone()
+
+
+def _json_response(body: bytes, status: int = 200) -> HttpResponse:
+    return HttpResponse(body, content_type="application/json", status=status)
+
+
+def retrieve(channel_id: int, pk: int, key_hash: str) -> HttpResponse | None:
+    if channel_id > INT64_MAX or pk > INT64_MAX:
+        return None
+    row = _fetchone(RETRIEVE_SQL, [key_hash, channel_id, channel_id, pk])
+    if row is None:
+        return None
+    response = _json_response(row[0].encode())
+    response["ETag"] = etag(row[1], row[2])
+    return response
+
+
+def list_page(request, channel_id: int, key_hash: str) -> HttpResponse | None:
+    if channel_id > INT64_MAX:
+        return None
+    params = request.GET
+    page_request = PageRequest.from_query(params)
+    if page_request.offset > INT64_MAX:
+        return None  # necessarily past the end
+    query = ListQuery.from_params(params)
+    if not all(flt.fast for _, flt, _ in query.filters):
+        return None
+    cursor = cursor_request(params.get(CURSOR_PARAM), query.sort)
+    conditions, values = query.where_sql("fi")
+    count_sql, count_params = counts.count_sql(channel_id, query.filters)
+    if not count_sql:
+        count_sql = f"SELECT count(*), 0 FROM {TABLE} AS fi WHERE " + " AND ".join(
+            ["fi.channel_id = %s", *conditions]
+        )
+        count_params = [channel_id, *values]
+    # The channel is a parameter, not the guard's output, so that PostgreSQL plans the page on
+    # the channel's own index range (a join would hide the channel from the planner).
+    where = " AND ".join(["fi.channel_id = %s", "EXISTS (SELECT 1 FROM allowed)", *conditions])
+    values = [channel_id, *values]
+    # The page is chosen on ids alone (an index range), and only its records are turned into
+    # JSON: rows skipped by OFFSET would otherwise be formatted too.
+    ids = f"SELECT fi.id FROM {TABLE} AS fi WHERE {where}"
+    order = query.order_sql("fi")
+    walk_cte, walk_params = "", []
+    results_sql = "coalesce(string_agg(row_to_json(p)::text, ','), '')"
+    need = page_request.offset + page_request.limit
+    if cursor is None and conditions and _walks(query, need):
+        # A filtered page: see WALK_ROWS.
+        keys = ", ".join(f"fi.{column}" for column in query.sort_columns)
+        walk_cte = f"""walk AS MATERIALIZED (
+            SELECT {keys} FROM (
+                SELECT * FROM {TABLE} AS fi
+                WHERE fi.channel_id = %s AND EXISTS (SELECT 1 FROM allowed)
+                    AND (SELECT total FROM counted) > %s
+                ORDER BY {order} LIMIT %s
+            ) AS fi WHERE {" AND ".join(conditions)} ORDER BY {order} LIMIT %s
+        ),"""
+        walk_params = [channel_id, WALK_ROWS, WALK_ROWS, *values[1:], need]
+        # Gated by its LIMIT rather than by a condition: a LIMIT of 0 never starts the branch,
+        # whereas a plan with parallel workers would start them before testing a condition.
+        read = (
+            f"SELECT {keys} FROM {TABLE} AS fi WHERE {where} "
+            f"ORDER BY {query.order_sql('fi', opaque=True)} "
+            f"LIMIT (CASE WHEN (SELECT count(*) FROM walk) < %s THEN %s ELSE 0 END)"
+        )
+        chosen = (
+            f"SELECT fi.id FROM (SELECT * FROM walk WHERE (SELECT count(*) FROM walk) >= %s "
+            f"UNION ALL ({read})) AS fi ORDER BY {order} LIMIT %s OFFSET %s"
+        )
+        page_params = [need, *values, need, need, page_request.limit, page_request.offset]
+    elif cursor is None and not conditions and page_request.offset == 0:
+        # The first page of a channel, the most asked-for list: with the limit written into
+        # the statement, PostgreSQL's generic plan of it is as cheap as a custom one, so the
+        # prepared statement stops being planned on every request (planning cost more than
+        # running it). The limit is a validated integer, and takes few values.
+        chosen = f"{ids} ORDER BY {order} LIMIT {int(page_request.limit)}"
+        page_params = values
+    elif cursor is None:
+        chosen = f"{ids} ORDER BY {order} LIMIT %s OFFSET %s"
+        page_params = [*values, page_request.limit, page_request.offset]
+    else:
+        # One more record than the page, to know whether there is a next page.
+        size = page_request.limit + 1
+        parts = after_sql(cursor, "fi")
+        chosen = "SELECT id FROM ({}) AS parts LIMIT %s".format(
+            " UNION ALL ".join(
+                f"({ids} AND {condition} ORDER BY {part_order} LIMIT %s)"
+                for condition, _, part_order in parts
+            )
+        )
+        page_params = [
+            value for _, part_params, _ in parts for value in (*values, *part_params, size)
+        ]
+        page_params.append(size)
+        results_sql = "array_agg(row_to_json(p)::text)"
+    page_sql = (
+        f"SELECT {JSON_COLUMNS} FROM {TABLE} AS fi WHERE fi.id IN ({chosen}) ORDER BY {order}"
+    )
+    sql = f"""
+        WITH allowed AS ({READABLE_CHANNEL_SQL}),
+        counted(total, deltas) AS ({count_sql}),
+        {walk_cte}
+        page AS ({page_sql})
+        SELECT
+            (SELECT id FROM allowed),
+            counted.total,
+            counted.deltas,
+            (SELECT {results_sql} FROM page AS p)
+        FROM counted
+    """
+    row = _fetchone(sql, [key_hash, channel_id, *count_params, *walk_params, *page_params])
+    allowed, total, deltas, results = row
+    if allowed is None:
+        return None
+    if cursor is None and page_request.past_the_end(total):
+        return None  # the regular view answers 404
+    if deltas > counts.COMPACT_AFTER_DELTAS:
+        counts.compact(channel_id)
+    if cursor is None:
+        next_url, previous_url = page_links(request, page_request, total)
+    else:
+        results = results or []
+        next_url = previous_url = None
+        if len(results) > page_request.limit:
+            results = results[: page_request.limit]
+            last = orjson.loads(results[-1])
+            next_url = cursor_link(request, cursor.encode(last[cursor.field], last["pk"]))
+        results = ",".join(results)
+    head = orjson.dumps({"count": total, "next": next_url, "previous": previous_url})
+    return _json_response(b'%s,"results":[%s]}' % (head[:-1], results.encode()))
+
+
+@cache
+def _insert_sql() -> tuple[str, tuple]:
+    """The report's statement, and the model fields whose values it takes in order.
+
+    Every value is cast to its column's type (character columns to text: a cast to varchar(n)
+    would cut a value short rather than refuse it; validation has checked the lengths)."""
+    fields = services.INSERTED_FIELDS
+
+    def cast(field) -> str:
+        if field.get_internal_type() in ("CharField", "TextField"):
+            return "text"
+        return field.db_type(connection)
+
+    columns = ", ".join(f.column for f in fields)
+    values = ", ".join(f"%s::{cast(f)}" for f in fields)
+    sql = f"""
+        WITH allowed AS ({WRITABLE_CHANNEL_SQL}),
+        inserted AS (
+            INSERT INTO {TABLE} ({columns})
+            SELECT {values} FROM allowed
+            WHERE %s::bigint IS NULL OR EXISTS (
+                SELECT 1 FROM integrations_integrationaction a
+                WHERE a.id = %s::bigint AND a.channel_id = allowed.id
+            )
+            RETURNING *
+        )
+        SELECT row_to_json(r)::text, r.pk FROM (
+            SELECT {JSON_COLUMNS} FROM inserted AS fi
+        ) AS r
+    """
+    return sql, fields
+
+
+NO_BODY = object()
+
+
+def _json_body(request):
+    """The request's JSON body, or NO_BODY when the regular view is to judge it."""
+    if request.content_type != "application/json":
+        return NO_BODY
+    if request.content_params.get("charset", "utf-8").lower() not in ("utf-8", "utf8"):
+        return NO_BODY
+    try:
+        return orjson.loads(request.body)
+    except orjson.JSONDecodeError:
+        return NO_BODY
+
+
+# Whether a stored report's object has another active failure (most have none): asked after
+# the insert has committed, so that of two concurrent reports of one object the later check
+# sees both. A prepared statement: planning a query of this table, with its many indexes,
+# costs more than running it.
+OTHER_ACTIVE_SQL = f"""
+    SELECT EXISTS (
+        SELECT 1 FROM {TABLE}
+        WHERE channel_id = %s AND content_type_id = %s AND object_id = %s AND is_active
+            AND id <> %s
+    )
+"""
+
+
+def create(request, channel_id: int, key_hash: str) -> HttpResponse | None:
+    """A channel app's report of one failure (the regular view's `services`
+    `failed_integration_create`, in one statement)."""
+    if channel_id > INT64_MAX:
+        return None
+    payload = _json_body(request)
+    if payload is NO_BODY:
+        return None
+    values, errors = validate_item(payload, channel_id=channel_id)
+    if errors or not content_type_known(values["content_type_id"]):
+        return None
+    now = timezone.now()
+    record = FailedIntegration(channel_id=channel_id, **values)
+    record.created_date = record.modified_date = now
+    policies.schedule([record], now=now)
+    sql, fields = _insert_sql()
+    action_id = record.integration_action_id
+    params = [
+        key_hash,
+        channel_id,
+        *(f.get_db_prep_save(getattr(record, f.attname), connection) for f in fields),
+        action_id,
+        action_id,
+    ]
+    try:
+        row = _fetchone(sql, params)
+    except (psycopg.errors.IntegrityError, psycopg.errors.DataError):
+        return None  # nothing was written; the regular view says what is wrong
+    if row is None:
+        return None  # not allowed, or not the channel's action: nothing was written
+    body, record.pk = row
+    # The record is stored: from here on the answer is 201 with it, whatever happens (the
+    # next report of the object supersedes what this one could not).
+    try:
+        others = _fetchone(
+            OTHER_ACTIVE_SQL,
+            [channel_id, record.content_type_id, record.object_id, record.pk],
+        )[0]
+        if others and services.supersede_recorded(channel_id, [record], now=now):
+            body = _fetchone(RETRIEVE_SQL, [key_hash, channel_id, channel_id, record.pk])[0]
+    except (DatabaseError, psycopg.Error):
+        logger.warning("supersede after a report failed", exc_info=True)
+        connection.close()
+    return _json_response(body.encode(), status=201)
+
+
+STORED_ATTNAMES = tuple(f.attname for f in FailedIntegration._meta.concrete_fields)
+RECORD_FOR_WRITE_SQL = f"""
+    WITH allowed AS ({WRITABLE_CHANNEL_SQL})
+    SELECT (SELECT has_endpoint FROM allowed),
+        {", ".join(f"fi.{f.column}" for f in FailedIntegration._meta.concrete_fields)}
+    FROM {TABLE} AS fi
+    WHERE fi.channel_id = %s AND fi.id = %s AND EXISTS (SELECT 1 FROM allowed)
+"""
+
+
+def update(
+    request, channel_id: int, pk: int, key_hash: str, *, partial: bool
+) -> HttpResponse | None:
+    """PUT or PATCH of a record: the regular view's `services.failed_integration_update`, with
+    authentication, the channel's write access and the record read in one statement. A
+    conditional write (`If-Match`) is the regular view's, which locks the record."""
+    if channel_id > INT64_MAX or pk > INT64_MAX or "HTTP_IF_MATCH" in request.META:
+        return None
+    payload = _json_body(request)
+    if payload is NO_BODY:
+        return None
+    row = _fetchone(RECORD_FOR_WRITE_SQL, [key_hash, channel_id, channel_id, pk])
+    if row is None:
+        return None
+    has_endpoint, *values = row
+    failed = FailedIntegration.from_db(connection.alias, STORED_ATTNAMES, values)
+    # The update and the supersede it may call for are one transaction: should either fail,
+    # nothing is written, and the regular view answers.
+    with transaction.atomic():
+        failed = services.failed_integration_update(failed=failed, payload=payload, partial=partial)
+    data = failed_integration_data(failed, has_endpoint=has_endpoint)
+    response = _json_response(orjson.dumps(data, option=orjson.OPT_UTC_Z, default=str))
+    response["ETag"] = etag(failed.pk, failed.modified_date)
+    return response

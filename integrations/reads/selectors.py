@@ -1,0 +1,139 @@
+"""Reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.contenttypes.models import ContentType
+from django.db.models import Case, Count, QuerySet, Value, When
+from django.db.models.fields import BooleanField
+from django.utils import timezone
+from rest_framework.exceptions import ValidationError
+
+from common.database import is_postgresql
+from common.fields import INT64_MAX
+from integrations.counting import counts
+from integrations.models import Channel, FailedIntegration
+from integrations.reads.cursor import CURSOR_PARAM, CursorRequest, after_q, cursor_request
+from integrations.reads.query import ListQuery
+
+# What the stats endpoint can group by (`expired` is computed; the others are columns).
+GROUP_KEYS = ("reason_type", "content_type", "is_active", "exhausted", "expired")
+
+
+def channel_get(*, channel_id: int) -> Channel | None:
+    if not 0 < channel_id <= INT64_MAX:
+        return None
+    return Channel.objects.filter(pk=channel_id).first()
+
+
+def failed_integration_list(*, channel: Channel) -> QuerySet[FailedIntegration]:
+    return FailedIntegration.objects.filter(channel=channel).order_by("pk")
+
+
+def failed_integration_filter(*, channel: Channel, params) -> QuerySet[FailedIntegration]:
+    """The channel's records that match the query parameters, in their `sort` order (pk by
+    default). A bad value for a known parameter raises a 400 naming it."""
+    return ListQuery.from_params(params).apply(failed_integration_list(channel=channel))
+
+
+@dataclass(frozen=True)
+class ListSource:
+    queryset: QuerySet[FailedIntegration]  # filtered and sorted (after the cursor, if any)
+    count: int  # of the filtered records (all pages)
+    cursor: CursorRequest | None  # None: page mode
+
+
+def failed_integration_list_source(*, channel: Channel, params) -> ListSource:
+    """The records of a list request: filtered, sorted, from its cursor (if any), and their
+    exact count (from the counts when they can answer, else counted)."""
+    query = ListQuery.from_params(params)
+    cursor = cursor_request(params.get(CURSOR_PARAM), query.sort)
+    queryset = query.apply(failed_integration_list(channel=channel))
+    total = counts.count(channel.pk, query.filters) if is_postgresql() else None
+    if total is None:
+        total = queryset.count()
+    if cursor is not None:
+        queryset = queryset.filter(after_q(cursor))
+    return ListSource(queryset=queryset, count=total, cursor=cursor)
+
+
+def failed_integration_get(
+    *, channel: Channel, pk: int, for_update: bool = False
+) -> FailedIntegration | None:
+    if not 0 < pk <= INT64_MAX:
+        return None
+    queryset = FailedIntegration.objects.filter(channel=channel, pk=pk)
+    if for_update:
+        queryset = queryset.select_for_update()
+    return queryset.first()
+
+
+def parse_group_by(raw: str | None) -> list[str]:
+    if raw is None or raw.strip() == "":
+        return ["reason_type"]
+    keys = [key.strip() for key in raw.split(",") if key.strip()]
+    unknown = [key for key in keys if key not in GROUP_KEYS]
+    if unknown or len(keys) != len(set(keys)) or not keys:
+        raise ValidationError(
+            {
+                "group_by": [
+                    f"Give distinct keys among {', '.join(GROUP_KEYS)}, comma-separated"
+                    + (f"; unknown: {', '.join(unknown)[:200]}." if unknown else ".")
+                ]
+            }
+        )
+    return keys
+
+
+def failed_integration_stats(*, channel: Channel, params) -> dict[str, Any]:
+    """One row per group with its count, largest groups first."""
+    keys = parse_group_by(params.get("group_by"))
+    query = ListQuery.from_params(params)
+    columns = ["content_type_id" if key == "content_type" else key for key in keys]
+    rows = counts.group_counts(channel.pk, query.filters, columns) if is_postgresql() else None
+    if rows is None:
+        rows = _group_rows(query.apply(failed_integration_list(channel=channel)), keys, columns)
+    rows.sort(key=lambda row: (-row[-1], *row[:-1]))
+    results = []
+    for *values, count in rows:
+        result = dict(zip(keys, values, strict=True))
+        if "content_type" in result:
+            result["content_type_name"] = _content_type_name(result["content_type"])
+        result["count"] = count
+        results.append(result)
+    return {
+        "count": sum(row["count"] for row in results),
+        "group_by": keys,
+        "results": results,
+    }
+
+
+def _group_rows(queryset, keys: list[str], columns: list[str]) -> list[tuple]:
+    """(*values, count) per group, counted in the table."""
+    queryset = queryset.order_by()
+    if "expired" in keys:
+        queryset = queryset.annotate(
+            expired=Case(
+                When(expiration_date__lt=timezone.now(), then=Value(True)),
+                default=Value(False),
+                output_field=BooleanField(),
+            )
+        )
+    rows = queryset.values_list(*columns).annotate(count=Count("pk"))
+    return [tuple(row) for row in rows]
+
+
+def _content_type_name(content_type_id: int) -> str:
+    content_type = ContentType.objects.get_for_id(content_type_id)
+    return f"{content_type.app_label}.{content_type.model}"
+
+
+def content_type_list(*, app_label: str | None = None, model: str | None = None):
+    queryset = ContentType.objects.order_by("pk")
+    if app_label:
+        queryset = queryset.filter(app_label=app_label)
+    if model:
+        queryset = queryset.filter(model=model)
+    return queryset

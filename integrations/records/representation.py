@@ -1,0 +1,53 @@
+"""A failed integration as the API answers it, declared once: the regular views build it in
+Python, the fast read path has PostgreSQL write the same JSON (`json_columns_sql`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.utils import timezone
+
+from common.fields import format_datetime_utc
+from integrations.lifecycle.states import record_state, state_sql
+from integrations.models import FailedIntegration
+from integrations.records.registry import ANSWERED, DATETIME, STATE
+
+
+def failed_integration_data(
+    failed: FailedIntegration, *, has_endpoint: bool, now: dt.datetime | None = None
+) -> dict[str, Any]:
+    """The JSON object of one failed integration (`has_endpoint`: its channel's)."""
+    now = now or timezone.now()
+    data: dict[str, Any] = {}
+    for field in ANSWERED:
+        if field.kind == STATE:
+            data[field.name] = record_state(failed, has_endpoint=has_endpoint, now=now)
+        elif field.kind == DATETIME:
+            data[field.name] = format_datetime_utc(getattr(failed, field.target))
+        else:
+            data[field.name] = getattr(failed, field.target)
+    return data
+
+
+def etag(pk: int, modified_date: dt.datetime | str) -> str:
+    """A record's entity tag: it changes whenever the record does. `modified_date` as a
+    datetime or as the answer writes it."""
+    if isinstance(modified_date, dt.datetime):
+        modified_date = format_datetime_utc(modified_date)
+    return f'"{pk}-{modified_date}"'
+
+
+def json_columns_sql(alias: str, *, has_endpoint: str) -> str:
+    """The same fields as SQL select-list items named as in the answer, for `row_to_json`."""
+    utc = "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+    items = []
+    for field in ANSWERED:
+        if field.kind == STATE:
+            expression = state_sql(alias, now="now()", has_endpoint=has_endpoint)
+        elif field.kind == DATETIME:
+            expression = utc.format(f"{alias}.{field.column}")
+        else:
+            expression = f"{alias}.{field.column}"
+        items.append(f'{expression} AS "{field.name}"')
+    return ", ".join(items)

@@ -1,0 +1,272 @@
+"""Writes of the API, the admin and the commands: reports of failures (single and bulk), updates,
+deletes and the operator actions. The retry worker's own writes (claims, outcomes, events) are
+in `worker`; the transitions of the life cycle they share are in `engine`."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.contrib.contenttypes.models import ContentType
+from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
+from rest_framework.exceptions import ValidationError
+
+from common.database import is_postgresql
+from common.exceptions import InvalidBody
+from integrations.choices import Resolution
+from integrations.lifecycle import policies, transitions
+from integrations.models import Channel, FailedIntegration
+from integrations.records.validation import check_references, validate_item
+
+logger = logging.getLogger("integrations.records.services")
+
+
+def _validated(payload: Any, *, channel_id: int, partial: bool = False) -> dict[str, Any]:
+    values, errors = validate_item(payload, channel_id=channel_id, partial=partial)
+    if not errors:
+        errors = check_references([values], channel_id=channel_id)[0]
+    if errors:
+        raise ValidationError(errors)
+    return values
+
+
+def failed_integration_create(*, channel: Channel, payload: Any) -> FailedIntegration:
+    """Validates a channel app's report of one failure and records it (scheduled for retry by
+    its policy; superseding older failures of the same object, or superseded by a newer one)."""
+    failed = FailedIntegration(channel=channel, **_validated(payload, channel_id=channel.pk))
+    return _record([failed], channel=channel)[0]
+
+
+def _record(records: list[FailedIntegration], *, channel: Channel) -> list[FailedIntegration]:
+    """Inserts the records (all or none), then supersedes older failures of their objects.
+
+    The supersede runs after the insert has committed, as a statement of its own: whichever of
+    two concurrent reports of one object runs it last sees both, so no lock is needed for the
+    newest to be the one left active.
+    """
+    now = timezone.now()
+    for record in records:
+        record.created_date = record.modified_date = now
+    policies.schedule(records, now=now)
+    if len(records) == 1:
+        records[0].save(force_insert=True)
+    else:
+        _insert_many(records)
+    if supersede_recorded(channel.pk, records, now=now):
+        transitions.refresh_life_cycle(records)
+    return records
+
+
+# The columns a new record's INSERT writes: all but the pk and the generated ones.
+INSERTED_FIELDS = tuple(
+    field
+    for field in FailedIntegration._meta.concrete_fields
+    if not field.primary_key and not field.generated
+)
+
+
+def _insert_many(records: list[FailedIntegration]) -> None:
+    """Inserts the records in one statement, all or none. On PostgreSQL the rows go as one
+    array per column (`INSERT ... SELECT FROM unnest(...)`): the ORM's multi-row VALUES spent
+    more time building its 22,000 parameters than PostgreSQL spent inserting them."""
+    if not is_postgresql():
+        with transaction.atomic():
+            FailedIntegration.objects.bulk_create(records)
+        return
+    fields = INSERTED_FIELDS
+    quote = connection.ops.quote_name
+    # Names from the model's metadata, values as parameters.
+    sql = "INSERT INTO {} ({}) SELECT * FROM unnest({}) RETURNING {}, {}".format(  # noqa: S608
+        quote(FailedIntegration._meta.db_table),
+        ", ".join(quote(field.column) for field in fields),
+        ", ".join(f"%s::{field.db_type(connection)}[]" for field in fields),
+        quote("id"),
+        quote("exhausted"),
+    )
+    params = [[getattr(record, field.attname) for record in records] for field in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    # The rows come back in the order of the arrays, as they do for the ORM's multi-row
+    # INSERT ... RETURNING, which bulk_create relies on the same way.
+    for record, (pk, exhausted) in zip(records, rows, strict=True):
+        record.pk, record.exhausted = pk, exhausted
+        record._state.adding, record._state.db = False, connection.alias
+
+
+def supersede_recorded(channel_id: int, records: list[FailedIntegration], *, now) -> bool:
+    """Supersedes older failures of the objects of records just stored; answers whether any
+    record changed (those given included: an older report than an active one is superseded).
+
+    The records are stored: from here on the answer is 201 whatever happens. Should the
+    supersede fail (the database gone in between), the next report of the object does it.
+    """
+    try:
+        return bool(transitions.supersede(channel_id, records, now=now))
+    except DatabaseError:
+        logger.warning(
+            "supersede after recording %s failure(s) failed", len(records), exc_info=True
+        )
+        return False
+
+
+def failed_integration_bulk_create(*, channel: Channel, payload: Any) -> list[FailedIntegration]:
+    """Records a batch of failures: all of them, or none when one item is invalid.
+
+    A 400 names each invalid item by its index in the batch, with its fields' messages.
+    """
+    limit = settings.BULK_MAX_ITEMS
+    if not isinstance(payload, list):
+        raise ValidationError(
+            {"non_field_errors": [f"Expected a list of items, but got {type(payload).__name__}."]}
+        )
+    if not payload:
+        raise ValidationError({"non_field_errors": ["Expected at least one item."]})
+    if len(payload) > limit:
+        raise ValidationError(
+            {
+                "non_field_errors": [
+                    f"Ensure this list has at most {limit} items, not {len(payload)}."
+                ]
+            }
+        )
+    checked = [validate_item(item, channel_id=channel.pk) for item in payload]
+    references = check_references(
+        (values for values, errors in checked if not errors), channel_id=channel.pk
+    )
+    invalid, valid_index = [], 0
+    for index, (_, errors) in enumerate(checked):
+        if not errors:
+            errors = references[valid_index]
+            valid_index += 1
+        if errors:
+            invalid.append({"index": index, "errors": errors})
+    if invalid:
+        raise InvalidBody(
+            {
+                "detail": (
+                    f"{len(invalid)} of {len(payload)} items are invalid; nothing was recorded."
+                ),
+                "code": "invalid",
+                "items": invalid,
+            }
+        )
+    records = [FailedIntegration(channel=channel, **values) for values, _ in checked]
+    return _record(records, channel=channel)
+
+
+def failed_integration_update(
+    *, failed: FailedIntegration, payload: Any, partial: bool
+) -> FailedIntegration:
+    """Writes only the fields the payload names, so that concurrent updates of other fields are
+    all kept; answers the record as stored afterwards."""
+    values = _validated(payload, channel_id=failed.channel_id, partial=partial)
+    was_active = failed.is_active
+    failed.modified_date = timezone.now()
+    for name, value in values.items():
+        setattr(failed, name, value)
+    changed = [*values, "modified_date", *transitions.after_update(failed, was_active=was_active)]
+    # One UPDATE of the named fields (a save() would read the generated column back).
+    FailedIntegration.objects.filter(pk=failed.pk).update(
+        **{name: getattr(failed, name) for name in changed}
+    )
+    if ("version_date" in values or values.get("is_active")) and transitions.supersede(
+        failed.channel_id, [failed], now=failed.modified_date
+    ):
+        transitions.refresh_life_cycle([failed])
+    return failed
+
+
+def failed_integration_delete(*, failed: FailedIntegration) -> None:
+    failed.delete()
+
+
+def content_type_get_or_create(*, app_label: str, model: str) -> tuple[ContentType, bool]:
+    """Makes a kind of back-office object known to the service (idempotent)."""
+    return ContentType.objects.get_or_create(app_label=app_label, model=model)
+
+
+# --- operator actions ------------------------------------------------------------------------
+
+ACTIONS = ("retry", "park", "unpark", "deactivate")
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    action: str
+    matched: int  # records the filters matched when the request arrived
+    affected: int  # records the action changed (or would change, in a dry run)
+    dry_run: bool
+
+    def as_dict(self) -> dict:
+        return {
+            "action": self.action,
+            "matched": self.matched,
+            "affected": self.affected,
+            "dry_run": self.dry_run,
+        }
+
+
+def failed_integration_action(
+    *, queryset, action: str, reset_count: bool = False, dry_run: bool = False
+) -> ActionResult:
+    """Applies an operator action to the records of `queryset` that it applies to:
+
+    * retry: active records are due now (unparked; `reset_count` sets retry_count to 0), even
+      exhausted or mapping ones;
+    * park: active records are not retried on their own until unparked;
+    * unpark: parked records are due now if their policy retries them (else left to a person);
+    * deactivate: active records are resolved (no longer retried).
+
+    Each change is one statement over the records that existed when it was asked for, so
+    records arriving meanwhile are not touched.
+    """
+    now = timezone.now()
+    queryset = queryset.order_by().filter(created_date__lte=now)
+    matched = queryset.count()
+    eligible = queryset.filter(is_active=True)
+    if action in ("park", "unpark"):  # only records the action changes
+        eligible = eligible.filter(parked=action == "unpark")
+    if dry_run:
+        return ActionResult(action, matched, eligible.count(), dry_run=True)
+    with transaction.atomic():
+        if action == "retry":
+            values = {"parked": False, "next_retry_at": now, "modified_date": now}
+            if reset_count:
+                values["retry_count"] = 0
+            affected = eligible.update(**values)
+        elif action == "park":
+            affected = eligible.update(parked=True, next_retry_at=None, modified_date=now)
+        elif action == "unpark":
+            affected = _unpark(eligible, now=now)
+        elif action == "deactivate":
+            affected = eligible.update(
+                is_active=False,
+                resolution=Resolution.RESOLVED,
+                resolved_at=now,
+                next_retry_at=None,
+                modified_date=now,
+            )
+        else:
+            raise ValueError(f"unknown action {action!r}")
+    return ActionResult(action, matched, affected, dry_run=False)
+
+
+def _unpark(eligible, *, now) -> int:
+    """Unparks: due now where the policy retries on its own and retries remain."""
+    channel_ids = set(eligible.values_list("channel_id", flat=True).distinct())
+    affected = 0
+    for channel_id in channel_ids:
+        channel_policies = policies.policies_for(channel_id)
+        auto = [reason for reason, policy in channel_policies.items() if policy.auto_retry]
+        in_channel = eligible.filter(channel_id=channel_id)
+        affected += in_channel.filter(reason_type__in=auto, exhausted=False).update(
+            parked=False, next_retry_at=now, modified_date=now
+        )
+        affected += in_channel.filter(parked=True).update(
+            parked=False, next_retry_at=None, modified_date=now
+        )
+    return affected

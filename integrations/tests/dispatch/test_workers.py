@@ -1,0 +1,121 @@
+"""Several worker processes on one PostgreSQL database: no double work, nothing lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from integrations.models import FailedIntegration, RetryAttempt
+from integrations.tests.receiver import Receiver
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres_only]
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def worker_process(*args: str) -> subprocess.Popen:
+    """`manage.py run_worker` against the test database."""
+    settings = connection.settings_dict
+    url = (
+        f"postgres://{settings['USER']}@{settings['HOST'] or '127.0.0.1'}:"
+        f"{settings['PORT'] or 5432}/{settings['NAME']}"
+    )
+    env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "config.settings_test"}
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "run_worker", "--poll", "0.05", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def due_records(channel, content_type, n: int) -> list[int]:
+    now = timezone.now()
+    FailedIntegration.objects.bulk_create(
+        FailedIntegration(
+            channel=channel,
+            content_type=content_type,
+            object_id=i,
+            reason_type="remote",
+            version_date=now,
+            retry_count=1,
+            max_retry_count=5,
+            next_retry_at=now,
+        )
+        for i in range(n)
+    )
+    return list(FailedIntegration.objects.filter(channel=channel).values_list("pk", flat=True))
+
+
+def wait_until(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+def test_four_workers_dispatch_each_record_exactly_once(channel, product_type):
+    receiver = Receiver().start()
+    channel.retry_endpoint = receiver.url
+    channel.save()
+    pks = due_records(channel, product_type, 2000)
+    workers = [worker_process("--once", "--concurrency", "8", "--batch", "25") for _ in range(4)]
+    try:
+        outputs = [process.communicate(timeout=300)[0] for process in workers]
+    finally:
+        receiver.stop()
+
+    assert all(process.returncode == 0 for process in workers), outputs
+    per_record = receiver.per_record()
+    assert set(per_record) == set(pks)  # none missed
+    assert max(per_record.values()) == 1  # none twice
+    assert FailedIntegration.objects.filter(channel=channel, is_active=True).count() == 0
+    assert RetryAttempt.objects.filter(outcome="success").count() == 2000
+    # The work was shared.
+    assert len(set(RetryAttempt.objects.values_list("worker", flat=True))) >= 2
+
+
+def test_a_killed_workers_records_come_back_after_the_lease(channel, product_type):
+    receiver = Receiver(delay=0.2).start()
+    channel.retry_endpoint = receiver.url
+    channel.save()
+    pks = due_records(channel, product_type, 200)
+    victim = worker_process("--concurrency", "4", "--batch", "50", "--lease", "3", "--timeout", "2")
+    try:
+        # Kill it while it holds a batch: some records are leased, some already sent.
+        assert wait_until(lambda: len(receiver.received) >= 10, 60)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=30)
+        leased = FailedIntegration.objects.filter(lease_expires_at__gt=timezone.now()).count()
+        assert leased > 0
+        receiver.delay = 0
+        # The next worker takes what is not leased at once, and what the killed one held once
+        # its leases lapse.
+        rescuer = worker_process("--once", "--concurrency", "8", "--lease", "3", "--timeout", "2")
+        rescuer.wait(timeout=120)
+        time.sleep(3.5)
+        final = worker_process("--once", "--concurrency", "8", "--lease", "3", "--timeout", "2")
+        final.wait(timeout=120)
+    finally:
+        receiver.stop()
+
+    assert not FailedIntegration.objects.filter(is_active=True).exists()  # none lost
+    per_record = receiver.per_record()
+    assert set(per_record) == set(pks)
+    # Each record was resolved once: one successful attempt (a record whose answer the killed
+    # worker never wrote was sent again: at least once, as leases promise).
+    successes = RetryAttempt.objects.filter(outcome="success")
+    assert successes.count() == 200
+    assert successes.values("failed_integration").distinct().count() == 200
