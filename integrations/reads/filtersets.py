@@ -256,13 +256,9 @@ class StateFilter(ChoiceFilter):
 
 class StateInFilter(django_filters.BaseInFilter, StateFilter):
     def q(self, value) -> Q:
-        from integrations.lifecycle.states import state_q
+        from integrations.lifecycle.states import states_q
 
-        now = timezone.now()
-        condition = Q(pk__in=[])
-        for state in dict.fromkeys(value):  # each state once
-            condition |= state_q(state, now=now)
-        return condition
+        return states_q(value, now=timezone.now())
 
 
 class SortFilter(django_filters.OrderingFilter):

@@ -8,13 +8,14 @@ import datetime as dt
 
 import pytest
 from django.db import connection
+from django.db.models import Q
 from django.utils import timezone
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
 from integrations.choices import Resolution, State
-from integrations.lifecycle.states import record_state, state_q, state_sql
+from integrations.lifecycle.states import record_state, state_expression, state_q, state_sql
 from integrations.models import Channel, FailedIntegration
 
 pytestmark = pytest.mark.django_db
@@ -217,6 +218,18 @@ def test_each_record_is_in_exactly_its_states_filter_at_a_fixed_now(at_fixed_now
     found = states_by_filter([record.pk for record, _ in at_fixed_now], NOW)
 
     assert found == {record.pk: [state] for record, state in at_fixed_now}
+
+
+def test_the_state_expression_at_a_fixed_now(at_fixed_now):
+    """The CASE the fast path's SQL is compiled from, evaluated by the database itself."""
+    expression = state_expression(now=NOW, has_endpoint=~Q(channel__retry_endpoint=""))
+    found = dict(
+        FailedIntegration.objects.filter(pk__in=[record.pk for record, _ in at_fixed_now])
+        .annotate(computed=expression)
+        .values_list("pk", "computed")
+    )
+
+    assert found == {record.pk: state for record, state in at_fixed_now}
 
 
 @pytest.mark.postgres_only
