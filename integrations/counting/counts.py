@@ -275,7 +275,7 @@ def count_sql(channel_id: int, filters: tuple[tuple[str, Any, Any], ...]) -> tup
         field_name, _, lookup = name.partition("__")
         field = BY_NAME.get(field_name)
         unit = field.dimension[1] if field is not None and field.dimension else ""
-        if unit and unit != NULL_OR_NOT:
+        if unit and unit != NULL_OR_NOT and isinstance(value, dt.datetime | int):
             if lookup in RANGE_OPERATORS:
                 return _range_sql(channel_id, field.column, RANGE_OPERATORS[lookup], value)
             if lookup == "" and unit == PER_VALUE:

@@ -12,8 +12,8 @@ the PostgreSQL fast path runs the SQL Django compiles from it (`query.ListQuery.
 
 from __future__ import annotations
 
-import datetime as dt
 import re
+from dataclasses import dataclass
 
 import django_filters
 from django import forms
@@ -38,8 +38,16 @@ from integrations.records.registry import (
     RecordField,
 )
 
-EARLIEST = dt.datetime.min.replace(tzinfo=dt.UTC)
-LATEST = dt.datetime.max.replace(tzinfo=dt.UTC)
+
+@dataclass(frozen=True)
+class BeyondTheYears:
+    """A time before year 1 (`after` false) or after 9999 (`after` true) once in UTC: every
+    stored time lies on one side of it."""
+
+    after: bool
+
+
+BEFORE_EVERY_TIME, AFTER_EVERY_TIME = BeyondTheYears(after=False), BeyondTheYears(after=True)
 MAX_LIST_ITEMS = 1000
 SORT_FIELDS = SORTABLE
 INT64_MIN = -(2**63)
@@ -59,8 +67,8 @@ class IntegerField(forms.IntegerField):
 class DateTimeField(forms.Field):
     """RFC 3339, as in bodies. In a query string `+` reads as a space: ` 03:00` is `+03:00`.
 
-    A time before year 1 or after 9999 once in UTC compares as the earliest or latest time: no
-    stored time lies beyond either, so the answer is the same.
+    A time before year 1 or after 9999 once in UTC is read as `BeyondTheYears`: no stored time
+    lies beyond it (see DateTimeFilter).
     """
 
     default_error_messages = {
@@ -74,7 +82,7 @@ class DateTimeField(forms.Field):
         try:
             return parse_datetime_utc(text)
         except OverflowError:
-            return EARLIEST if int(text[:4]) < 5000 else LATEST
+            return BEFORE_EVERY_TIME if int(text[:4]) < 5000 else AFTER_EVERY_TIME
         except ValueError:
             raise forms.ValidationError(self.error_messages["invalid"], code="invalid") from None
 
@@ -164,6 +172,19 @@ class IntegerInFilter(django_filters.BaseInFilter, IntegerFilter):
 
 class DateTimeFilter(RecordFilter):
     field_class = DateTimeField
+
+    def q(self, value) -> Q:
+        if not isinstance(value, BeyondTheYears):
+            return super().q(value)
+        # Every stored time is after a time before year 1 and before one after 9999.
+        wanted_after = self.lookup_expr in ("gt", "gte")
+        wanted_before = self.lookup_expr in ("lt", "lte")
+        if (wanted_after and not value.after) or (wanted_before and value.after):
+            return Q(**{f"{self.field_name}__isnull": False})
+        return Q(pk__in=[])
+
+    def sql_shape(self, value):
+        return NOT_CACHED if isinstance(value, BeyondTheYears) else super().sql_shape(value)
 
 
 class BooleanFilter(RecordFilter):
