@@ -12,12 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import functools
 
-from django.db import connection
 from django.db.models import BooleanField, Case, CharField, F, Q, Value, When
 from django.db.models.expressions import Combinable, RawSQL
-from django.db.models.sql import Query
-from psycopg import sql
 
+from common.database import compile_sql, inline_sql
 from integrations.choices import Resolution, State
 from integrations.models import FailedIntegration
 
@@ -82,16 +80,12 @@ _NOW_MARK, _ENDPOINT_MARK = "fi_state_now_mark", "fi_state_endpoint_mark"
 
 @functools.cache
 def _compiled_state(alias: str) -> str:
-    table = FailedIntegration._meta.db_table
     expression = state_expression(
         now=RawSQL(_NOW_MARK, []),  # noqa: S611 (a constant, replaced below)
         has_endpoint=RawSQL(_ENDPOINT_MARK, [], output_field=BooleanField()),  # noqa: S611
     )
-    query = Query(FailedIntegration)
-    resolved = expression.resolve_expression(query).relabeled_clone({table: alias})
-    text, params = query.get_compiler(connection=connection).compile(resolved)
     # The constants (state names) become literals: the text is a fragment of other statements.
-    return text % tuple(sql.Literal(value).as_string(None) for value in params)
+    return inline_sql(*compile_sql(FailedIntegration, expression, alias))
 
 
 def state_sql(alias: str, *, now: str, has_endpoint: str) -> str:

@@ -9,17 +9,18 @@ what keeps a filtered list cheap; a whole django-filter form costs milliseconds 
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from django import forms
 from django.core.exceptions import EmptyResultSet, FullResultSet
-from django.db import connection
-from django.db.models import Q, QuerySet
-from django.db.models.sql import Query
+from django.db.models import DateTimeField, ExpressionWrapper, Q, QuerySet, Value
 from rest_framework.exceptions import ValidationError
 
+from common.database import compile_sql, inline_sql
 from integrations.models import FailedIntegration
 from integrations.reads.filtersets import (
     NOT_CACHED,
@@ -30,7 +31,7 @@ from integrations.reads.filtersets import (
     sort_expression,
     with_tie_breaker,
 )
-from integrations.records.registry import BY_NAME, DATETIME
+from integrations.records.registry import BY_NAME
 
 FILTERS: dict[str, RecordFilter] = {
     name: flt
@@ -39,22 +40,34 @@ FILTERS: dict[str, RecordFilter] = {
 }
 SORT_PARAM = "sort"
 SORT_COLUMNS = {name: BY_NAME[name].column for name in SORT_FIELDS}
+
+
+@functools.cache
+def _order_sql(sort: tuple[str, ...], alias: str, opaque: bool) -> str:
+    """The ORDER BY Django writes for `sort_expression` of each key; opaque: of the key plus a
+    zero of its type, an expression no index serves."""
+    keys = []
+    for name in sort:
+        expression = sort_expression(name)
+        if opaque:
+            field = BY_NAME[name.lstrip("-")].model_field
+            zero = dt.timedelta(0) if isinstance(field, DateTimeField) else 0
+            expression.expression = ExpressionWrapper(
+                expression.expression + Value(zero), output_field=field
+            )
+        keys.append(inline_sql(*compile_sql(FailedIntegration, expression, alias)))
+    return ", ".join(keys)
+
+
 _sort_field = FailedIntegrationFilterSet.base_filters[SORT_PARAM].field
-# What a sort column is added to in an opaque ORDER BY key (integers: 0).
-OPAQUE_ZERO = {
-    BY_NAME[name].column: "interval '0 s'" for name in SORT_FIELDS if BY_NAME[name].kind == DATETIME
-}
-_TABLE = FailedIntegration._meta.db_table
 # (parameter, shape, alias): the SQL compiled from the filter's Q (see RecordFilter.sql_shape).
 _compiled: dict[tuple, str] = {}
 
 
 def condition_sql(q: Q, alias: str) -> tuple[str, list]:
     """The SQL Django writes for `q` on the table aliased `alias`, and its parameters."""
-    query = Query(FailedIntegration)
-    where = query.build_where(q).relabeled_clone({_TABLE: alias})
     try:
-        return query.get_compiler(connection=connection).compile(where)
+        return compile_sql(FailedIntegration, q, alias)
     except EmptyResultSet:
         return "FALSE", []
     except FullResultSet:
@@ -135,15 +148,7 @@ class ListQuery:
         an output column of the same name, which no index could serve). `opaque`: the same
         order on expressions no index serves, so that PostgreSQL reads the rows through the
         filters' indexes and sorts them, rather than walking a sort index."""
-        keys = []
-        for name in self.sort:
-            descending = name.startswith("-")
-            column = SORT_COLUMNS[name.lstrip("-")]
-            key = f"{alias}.{column}"
-            if opaque:
-                key = f"({key} + {OPAQUE_ZERO.get(column, '0')})"
-            keys.append(f"{key} DESC NULLS FIRST" if descending else f"{key} ASC NULLS LAST")
-        return ", ".join(keys)
+        return _order_sql(self.sort, alias, opaque)
 
     @property
     def sort_columns(self) -> tuple[str, ...]:
