@@ -29,6 +29,7 @@ from rest_framework.views import APIView
 from common.fields import INT32_MAX
 from integrations.api.urls import RECORD_ACTIONS
 from integrations.choices import AttemptOutcome, State
+from integrations.lifecycle.transitions import OPERATOR_ACTIONS as ACTIONS
 from integrations.reads.filtersets import (
     MAX_LIST_ITEMS,
     SORT_FIELDS,
@@ -50,7 +51,6 @@ from integrations.records.registry import (
     TEXT,
     RecordField,
 )
-from integrations.records.services import ACTIONS
 
 CONTRACT_PATH = Path(__file__).resolve().parent / "contract" / "failed-integrations.openapi.json"
 LIST_PATH = "/api/v1/channel/{channel_id}/failed_integrations/"

@@ -12,7 +12,7 @@ from integrations.api.views import (
     FailedIntegrationListView,
     FailedIntegrationStatsView,
 )
-from integrations.records.services import ACTIONS
+from integrations.lifecycle.transitions import OPERATOR_ACTIONS as ACTIONS
 
 RECORD_ACTIONS = ("retry", "park", "unpark")
 

@@ -36,7 +36,7 @@ from common.database import is_postgresql
 from integrations.choices import AttemptOutcome, Resolution
 from integrations.counting import counts
 from integrations.dispatch.poster import Poster, PostFailed, PostRefused, PostTimeout
-from integrations.lifecycle import policies
+from integrations.lifecycle import policies, transitions
 from integrations.models import EngineEvent, FailedIntegration, RetryAttempt
 from integrations.records.representation import failed_integration_data
 
@@ -285,15 +285,11 @@ def finish_attempts(claimed: list[Claimed], results: list[AttemptResult], *, wor
                 exhausted.append(record)
         if resolved:
             FailedIntegration.objects.filter(pk__in=resolved).update(
-                is_active=False,
-                resolution=Resolution.RESOLVED,
-                resolved_at=now,
-                next_retry_at=None,
+                **transitions.ended(Resolution.RESOLVED, now=now),
                 last_attempt_at=now,
                 last_error="",
                 lease_owner="",
                 lease_expires_at=None,
-                modified_date=now,
             )
         if failed:
             write_failures(failed)
@@ -404,13 +400,7 @@ def expire_records(*, now: dt.datetime | None = None, batch: int = BATCH) -> int
         )
         if not ids:
             return total
-        total += FailedIntegration.objects.filter(pk__in=ids, is_active=True).update(
-            is_active=False,
-            resolution=Resolution.EXPIRED,
-            resolved_at=now,
-            next_retry_at=None,
-            modified_date=now,
-        )
+        total += transitions.expire(ids, now=now)
 
 
 def purge_records(*, now: dt.datetime | None = None, batch: int = BATCH) -> int:

@@ -7,12 +7,24 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 
-from django.db.models import Count, OuterRef, Q, Subquery
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from integrations.choices import Resolution
 from integrations.lifecycle.policies import Policy, next_retry_at, policies_for
 from integrations.models import FailedIntegration
+
+
+def ended(resolution: str, *, now: dt.datetime) -> dict:
+    """The fields of a record that is no longer retried, and why (an update's values): resolved
+    by its channel app or a person, superseded by a newer failure, or expired."""
+    return {
+        "is_active": False,
+        "resolution": resolution,
+        "resolved_at": now,
+        "next_retry_at": None,
+        "modified_date": now,
+    }
 
 
 def supersede(channel_id: int, records: Iterable[FailedIntegration], *, now: dt.datetime) -> int:
@@ -50,13 +62,7 @@ def supersede(channel_id: int, records: Iterable[FailedIntegration], *, now: dt.
             channel_id=channel_id, is_active=True, object_id__in=object_ids
         )
         .filter(older)
-        .update(
-            is_active=False,
-            resolution=Resolution.SUPERSEDED,
-            resolved_at=now,
-            next_retry_at=None,
-            modified_date=now,
-        )
+        .update(**ended(Resolution.SUPERSEDED, now=now))
     )
 
 
@@ -91,3 +97,64 @@ def after_update(record: FailedIntegration, *, was_active: bool) -> list[str]:
     if record.next_retry_at is None and not policy.auto_retry:
         record.next_retry_at = next_retry_at(record, Policy(auto_retry=True), now=now) and now
     return changed
+
+
+# --- operator actions --------------------------------------------------------------------------
+
+OPERATOR_ACTIONS = ("retry", "park", "unpark", "deactivate")
+
+
+def eligible_for(action: str, queryset: QuerySet[FailedIntegration]) -> QuerySet:
+    """The records of `queryset` that `action` changes."""
+    eligible = queryset.filter(is_active=True)
+    if action in ("park", "unpark"):
+        eligible = eligible.filter(parked=action == "unpark")
+    return eligible
+
+
+def act(
+    action: str, eligible: QuerySet[FailedIntegration], *, now: dt.datetime, reset_count: bool
+) -> int:
+    """Applies an operator action to records `eligible_for` it; answers how many it changed.
+
+    * retry: due now (unparked; `reset_count` sets retry_count to 0), even exhausted or mapping;
+    * park: not retried on their own until unparked;
+    * unpark: due now if their policy retries them (else left to a person);
+    * deactivate: resolved (no longer retried).
+    """
+    if action == "retry":
+        values = {"parked": False, "next_retry_at": now, "modified_date": now}
+        if reset_count:
+            values["retry_count"] = 0
+        return eligible.update(**values)
+    if action == "park":
+        return eligible.update(parked=True, next_retry_at=None, modified_date=now)
+    if action == "unpark":
+        return _unpark(eligible, now=now)
+    if action == "deactivate":
+        return eligible.update(**ended(Resolution.RESOLVED, now=now))
+    raise ValueError(f"unknown action {action!r}")
+
+
+def _unpark(eligible: QuerySet[FailedIntegration], *, now: dt.datetime) -> int:
+    """Unparks: due now where the policy retries on its own and retries remain."""
+    channel_ids = set(eligible.values_list("channel_id", flat=True).distinct())
+    affected = 0
+    for channel_id in channel_ids:
+        channel_policies = policies_for(channel_id)
+        auto = [reason for reason, policy in channel_policies.items() if policy.auto_retry]
+        in_channel = eligible.filter(channel_id=channel_id)
+        affected += in_channel.filter(reason_type__in=auto, exhausted=False).update(
+            parked=False, next_retry_at=now, modified_date=now
+        )
+        affected += in_channel.filter(parked=True).update(
+            parked=False, next_retry_at=None, modified_date=now
+        )
+    return affected
+
+
+def expire(ids: list[int], *, now: dt.datetime) -> int:
+    """Ends the active records of `ids` as expired (their expiration date has passed)."""
+    return FailedIntegration.objects.filter(pk__in=ids, is_active=True).update(
+        **ended(Resolution.EXPIRED, now=now)
+    )

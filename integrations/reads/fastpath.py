@@ -29,13 +29,14 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.http import HttpResponse
 from django.urls import get_resolver
 from django.utils import timezone
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, ParseError
 
 from accounts.authentication import AUTHENTICATES_SQL, key_from_header
 from accounts.models import hash_key
 from common.database import is_postgresql
 from common.fields import INT64_MAX
 from common.pagination import PageRequest, cursor_link, page_links
+from common.parsers import JSONParser, parse_json
 from integrations.api.access import MAY_READ_SQL, MAY_WRITE_SQL
 from integrations.counting import counts
 from integrations.lifecycle import policies
@@ -357,13 +358,13 @@ NO_BODY = object()
 
 def _json_body(request):
     """The request's JSON body, or NO_BODY when the regular view is to judge it."""
-    if request.content_type != "application/json":
+    if request.content_type != JSONParser.media_type:
         return NO_BODY
     if request.content_params.get("charset", "utf-8").lower() not in ("utf-8", "utf8"):
         return NO_BODY
     try:
-        return orjson.loads(request.body)
-    except orjson.JSONDecodeError:
+        return parse_json(request.body)
+    except ParseError:
         return NO_BODY
 
 

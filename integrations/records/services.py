@@ -16,7 +16,6 @@ from rest_framework.exceptions import ValidationError
 
 from common.database import is_postgresql
 from common.exceptions import InvalidBody
-from integrations.choices import Resolution
 from integrations.lifecycle import policies, transitions
 from integrations.models import Channel, FailedIntegration
 from integrations.records.validation import check_references, validate_item
@@ -191,7 +190,7 @@ def content_type_get_or_create(*, app_label: str, model: str) -> tuple[ContentTy
 
 # --- operator actions ------------------------------------------------------------------------
 
-ACTIONS = ("retry", "park", "unpark", "deactivate")
+ACTIONS = transitions.OPERATOR_ACTIONS
 
 
 @dataclass(frozen=True)
@@ -213,60 +212,20 @@ class ActionResult:
 def failed_integration_action(
     *, queryset, action: str, reset_count: bool = False, dry_run: bool = False
 ) -> ActionResult:
-    """Applies an operator action to the records of `queryset` that it applies to:
+    """Applies an operator action (`transitions.act`) to the records of `queryset` that it
+    applies to, in one transaction; a dry run answers the counts only.
 
-    * retry: active records are due now (unparked; `reset_count` sets retry_count to 0), even
-      exhausted or mapping ones;
-    * park: active records are not retried on their own until unparked;
-    * unpark: parked records are due now if their policy retries them (else left to a person);
-    * deactivate: active records are resolved (no longer retried).
-
-    Each change is one statement over the records that existed when it was asked for, so
-    records arriving meanwhile are not touched.
+    Only records that existed when it was asked for are changed, so records arriving meanwhile
+    are not touched.
     """
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r}")
     now = timezone.now()
     queryset = queryset.order_by().filter(created_date__lte=now)
     matched = queryset.count()
-    eligible = queryset.filter(is_active=True)
-    if action in ("park", "unpark"):  # only records the action changes
-        eligible = eligible.filter(parked=action == "unpark")
+    eligible = transitions.eligible_for(action, queryset)
     if dry_run:
         return ActionResult(action, matched, eligible.count(), dry_run=True)
     with transaction.atomic():
-        if action == "retry":
-            values = {"parked": False, "next_retry_at": now, "modified_date": now}
-            if reset_count:
-                values["retry_count"] = 0
-            affected = eligible.update(**values)
-        elif action == "park":
-            affected = eligible.update(parked=True, next_retry_at=None, modified_date=now)
-        elif action == "unpark":
-            affected = _unpark(eligible, now=now)
-        elif action == "deactivate":
-            affected = eligible.update(
-                is_active=False,
-                resolution=Resolution.RESOLVED,
-                resolved_at=now,
-                next_retry_at=None,
-                modified_date=now,
-            )
-        else:
-            raise ValueError(f"unknown action {action!r}")
+        affected = transitions.act(action, eligible, now=now, reset_count=reset_count)
     return ActionResult(action, matched, affected, dry_run=False)
-
-
-def _unpark(eligible, *, now) -> int:
-    """Unparks: due now where the policy retries on its own and retries remain."""
-    channel_ids = set(eligible.values_list("channel_id", flat=True).distinct())
-    affected = 0
-    for channel_id in channel_ids:
-        channel_policies = policies.policies_for(channel_id)
-        auto = [reason for reason, policy in channel_policies.items() if policy.auto_retry]
-        in_channel = eligible.filter(channel_id=channel_id)
-        affected += in_channel.filter(reason_type__in=auto, exhausted=False).update(
-            parked=False, next_retry_at=now, modified_date=now
-        )
-        affected += in_channel.filter(parked=True).update(
-            parked=False, next_retry_at=None, modified_date=now
-        )
-    return affected
