@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from django.db.models import Q
+from django.db.models import F, Q
+from django.db.models.fields.tuple_lookups import Tuple, TupleGreaterThan, TupleLessThan
 from rest_framework.exceptions import ValidationError
 
 from common.fields import INT64_MAX, format_datetime_utc, parse_datetime_utc
@@ -105,55 +106,55 @@ def _read_value(field: str, value: Any) -> Any:
     raise ValidationError({CURSOR_PARAM: [INVALID]})
 
 
+def after_parts(request: CursorRequest) -> list[tuple[Q, tuple[str, ...]]]:
+    """The records after the position: one or two (condition, sort keys) parts to read in turn.
+    Each part is a range of one index, so a page deep in a channel costs what the first page
+    costs; a second part covers the step from values to empty values (or back)."""
+    sign = "-" if request.descending else ""
+    keys = (f"{sign}pk",) if request.field == "pk" else (f"{sign}{request.field}", f"{sign}pk")
+    pks_only = (f"{sign}pk",)
+    later = TupleLessThan if request.descending else TupleGreaterThan
+    position = request.position
+    beyond = Q()
+    if position is not None and request.field == "pk":
+        beyond = Q(**{f"pk__{'lt' if request.descending else 'gt'}": position.pk})
+    elif position is not None and position.value is not None:
+        beyond = Q(later(Tuple(F(request.field), F("pk")), (position.value, position.pk)))
+    if not request.nullable:
+        return [(beyond, keys)]
+    values, nulls = (
+        Q(**{f"{request.field}__isnull": False}),
+        Q(**{f"{request.field}__isnull": True}),
+    )
+    if position is not None and position.value is None:  # within the empty values
+        nulls &= Q(**{f"pk__{'lt' if request.descending else 'gt'}": position.pk})
+        if not request.descending:
+            return [(nulls, pks_only)]  # values came first
+    elif position is not None:
+        values = beyond  # a row comparison is never true of an empty value
+        if request.descending:
+            return [(values, keys)]  # empty values came first
+    if request.descending:  # empty values first, then values
+        return [(nulls, pks_only), (values, keys)]
+    return [(values, keys), (nulls, pks_only)]
+
+
 def after_q(request: CursorRequest) -> Q:
     """The records after the position, as a queryset filter."""
-    position = request.position
-    if position is None:
+    parts = [condition for condition, _ in after_parts(request)]
+    if any(not condition for condition in parts):
         return Q()
-    later = "lt" if request.descending else "gt"
-    if request.field == "pk":
-        return Q(**{f"pk__{later}": position.pk})
-    field = request.field
-    if position.value is None:  # within the empty values (last ascending, first descending)
-        rest = Q(**{f"{field}__isnull": True, f"pk__{later}": position.pk})
-        return rest | Q(**{f"{field}__isnull": False}) if request.descending else rest
-    same = Q(**{field: position.value, f"pk__{later}": position.pk})
-    beyond = Q(**{f"{field}__{later}": position.value}) | same
-    if request.nullable and not request.descending:
-        beyond |= Q(**{f"{field}__isnull": True})
-    return beyond
+    combined = parts[0]
+    for condition in parts[1:]:
+        combined |= condition
+    return combined
 
 
 def after_sql(request: CursorRequest, alias: str) -> list[tuple[str, list, str]]:
-    """The records after the position, as SQL on the table aliased `alias`: one or two
-    (condition, params, order) parts to read in turn. Each part is a range of one index, so a
-    page deep in a channel costs what the first page costs; a second part covers the step from
-    values to empty values (or back)."""
-    column, pk = f"{alias}.{request.column}", f"{alias}.id"
-    direction = "DESC" if request.descending else "ASC"
-    order = f"{column} {direction}, {pk} {direction}" if column != pk else f"{pk} {direction}"
-    operator = "<" if request.descending else ">"
-    position = request.position
-    if not request.nullable:
-        if position is None:
-            return [("TRUE", [], order)]
-        if column == pk:
-            return [(f"{pk} {operator} %s", [position.pk], order)]
-        return [(f"({column}, {pk}) {operator} (%s, %s)", [position.value, position.pk], order)]
-    nulls_order = f"{pk} {direction}"
-    values = f"{column} IS NOT NULL"
-    nulls = f"{column} IS NULL"
-    if request.descending:  # empty values first, then values
-        if position is None:
-            return [(nulls, [], nulls_order), (values, [], order)]
-        if position.value is None:
-            return [(f"{nulls} AND {pk} < %s", [position.pk], nulls_order), (values, [], order)]
-        return [(f"({column}, {pk}) < (%s, %s)", [position.value, position.pk], order)]
-    if position is None:
-        return [(values, [], order), (nulls, [], nulls_order)]
-    if position.value is None:
-        return [(f"{nulls} AND {pk} > %s", [position.pk], nulls_order)]
+    """`after_parts` as SQL on the table aliased `alias`: (condition, params, order) each."""
+    from integrations.reads.query import condition_sql, order_sql
+
     return [
-        (f"({column}, {pk}) > (%s, %s)", [position.value, position.pk], order),
-        (nulls, [], nulls_order),
+        (*condition_sql(condition, alias), order_sql(keys, alias))
+        for condition, keys in after_parts(request)
     ]

@@ -42,6 +42,11 @@ SORT_PARAM = "sort"
 SORT_COLUMNS = {name: BY_NAME[name].column for name in SORT_FIELDS}
 
 
+def order_sql(sort: tuple[str, ...], alias: str, *, opaque: bool = False) -> str:
+    """ORDER BY the sort keys (names, "-" for descending) on the table aliased `alias`."""
+    return _order_sql(sort, alias, opaque)
+
+
 @functools.cache
 def _order_sql(sort: tuple[str, ...], alias: str, opaque: bool) -> str:
     """The ORDER BY Django writes for `sort_expression` of each key; opaque: of the key plus a
@@ -148,7 +153,7 @@ class ListQuery:
         an output column of the same name, which no index could serve). `opaque`: the same
         order on expressions no index serves, so that PostgreSQL reads the rows through the
         filters' indexes and sorts them, rather than walking a sort index."""
-        return _order_sql(self.sort, alias, opaque)
+        return order_sql(self.sort, alias, opaque=opaque)
 
     @property
     def sort_columns(self) -> tuple[str, ...]:
