@@ -262,7 +262,11 @@ RANGE_OPERATORS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
 def count_sql(channel_id: int, filters: tuple[tuple[str, Any, Any], ...]) -> tuple[str, list]:
     """A statement answering (count, deltas met) for the filters, or ("", []) when the counts
-    cannot answer them. `filters` are a ListQuery's (name, filter, value) triples."""
+    cannot answer them. `filters` are a ListQuery's (name, filter, value) triples. The URL's
+    channel is always applied; a `channel` filter naming another one counts nothing."""
+    filters = tuple(item for item in filters if item[0] != "channel" or item[2] != channel_id)
+    if any(name == "channel" for name, _, _ in filters):
+        return "SELECT 0::bigint, 0::bigint", []
     names = [name for name, _, _ in filters]
     if all(name in CUBE_FILTERS for name in names):
         return _cube_sql(channel_id, filters)
@@ -391,9 +395,6 @@ def _hour(value: dt.datetime) -> int:
 
 def count(channel_id: int, filters) -> int | None:
     """The exact count for the filters from the counts, or None when they cannot answer."""
-    filters = tuple(item for item in filters if item[0] != "channel" or item[2] != channel_id)
-    if any(name == "channel" for name, _, _ in filters):
-        return 0  # a `channel` other than the URL's
     sql, params = count_sql(channel_id, filters)
     if not sql:
         return None
