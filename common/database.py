@@ -17,14 +17,19 @@ def is_postgresql(alias: str = "default") -> bool:
     return connections[alias].vendor == "postgresql"
 
 
-def compile_sql(model, node, alias: str) -> tuple[str, list]:
+def compile_sql(model, node, alias: str, joined: dict[str, str] | None = None) -> tuple[str, list]:
     """The SQL Django writes for `node` (a `Q` or an expression) on `model`'s table aliased
     `alias`, and its parameters: the ORM's form of a rule, for a statement written around it.
     EmptyResultSet and FullResultSet (a condition that no row or every row meets) are raised
-    as Django raises them."""
+    as Django raises them. `joined`: the aliases of the tables a join of `node` reads, by table
+    name."""
     query = Query(model)
-    resolved = query.build_where(node) if isinstance(node, Q) else node.resolve_expression(query)
-    resolved = resolved.relabeled_clone({model._meta.db_table: alias})
+    if isinstance(node, Q):
+        query.add_q(node)  # joins what it reads (build_where allows none)
+        resolved = query.where
+    else:
+        resolved = node.resolve_expression(query)
+    resolved = resolved.relabeled_clone({model._meta.db_table: alias, **(joined or {})})
     return query.get_compiler(connection=connection).compile(resolved)
 
 

@@ -31,7 +31,7 @@ from django.urls import get_resolver
 from django.utils import timezone
 from rest_framework.exceptions import APIException, ParseError
 
-from accounts.authentication import AUTHENTICATES_SQL, key_from_header
+from accounts.authentication import authenticates_sql, key_from_header
 from accounts.models import hash_key
 from common.database import is_postgresql
 from common.fields import INT64_MAX
@@ -118,7 +118,7 @@ AUTHORIZED_CHANNEL_SQL = f"""
     FROM integrations_channel c
     JOIN accounts_token t ON t.key_hash = %s
     JOIN auth_user u ON u.id = t.user_id
-    WHERE c.id = %s AND {AUTHENTICATES_SQL} AND {{may}}
+    WHERE c.id = %s AND {authenticates_sql("t", "u")} AND {{may}}
 """
 READABLE_CHANNEL_SQL = AUTHORIZED_CHANNEL_SQL.format(may=MAY_READ_SQL)
 WRITABLE_CHANNEL_SQL = AUTHORIZED_CHANNEL_SQL.format(may=MAY_WRITE_SQL)
