@@ -13,7 +13,7 @@ import itertools
 import random
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -24,6 +24,22 @@ MARK = "failed-integrations benchmark database, created by bench/run; safe to dr
 CHANNEL_TABLE = "integrations_channel"
 FAILED_TABLE = "integrations_failedintegration"
 ACTION_TABLE = "integrations_integrationaction"
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The tables of one implementation's failed integrations, channels and integration
+    actions: the service's, or those of the obvious DRF implementation on a schema of its own."""
+
+    channel_table: str
+    failed_table: str
+    action_table: str
+
+
+SERVICE = Schema(CHANNEL_TABLE, FAILED_TABLE, ACTION_TABLE)
+OWN = Schema(
+    "obvious_own_channel", "obvious_own_failedintegration", "obvious_own_integrationaction"
+)
 
 # The back office's integrable objects, looked up in django_content_type, with the share of
 # failures each gets (products, prices and stocks fail most often).
@@ -196,6 +212,9 @@ def _value(value: object) -> object:
 class SeedState:
     rows: int
     channels: int
+    # The moment the rows' dates are reckoned from: two seedings with the same rows, channels
+    # and anchor write the same rows (the generator's random seed is fixed).
+    anchor: dt.datetime | None = field(default=None, compare=False)
 
 
 # What the last seeding wrote, kept beside the service's tables (in the benchmark's database
@@ -203,31 +222,101 @@ class SeedState:
 SEED_TABLE = "bench_seed"
 
 
-def current_state(connection: psycopg.Connection) -> SeedState | None:
-    """The rows and channels of the last complete seeding, None when there was none or its
-    rows are not all there any more (ids 1..rows; ids above are a run's writes)."""
-    exists = connection.execute("SELECT to_regclass(%s) IS NOT NULL", (SEED_TABLE,)).fetchone()[0]
-    if not exists:
+def _exists(connection: psycopg.Connection, table: str) -> bool:
+    return connection.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()[0]
+
+
+def current_state(connection: psycopg.Connection, schema: Schema = SERVICE) -> SeedState | None:
+    """The rows, channels and anchor of the last complete seeding, None when there was none or
+    its rows are not all there any more (ids 1..rows; ids above are a run's writes)."""
+    if not _exists(connection, SEED_TABLE) or not _exists(connection, SCENARIO_ROWS_TABLE):
         return None
+    # A table of an earlier version of the benchmark has no anchor: the state then has none.
     row = connection.execute(
-        sql.SQL("SELECT rows, channels FROM {}").format(sql.Identifier(SEED_TABLE))
+        sql.SQL("SELECT rows, channels, (to_jsonb(s) ->> 'anchor')::timestamptz FROM {} s").format(
+            sql.Identifier(SEED_TABLE)
+        )
     ).fetchone()
     if row is None:
         return None
-    state = SeedState(rows=row[0], channels=row[1])
+    state = SeedState(rows=row[0], channels=row[1], anchor=row[2])
     rows = connection.execute(
-        sql.SQL("SELECT count(*) FROM {} WHERE id <= %s").format(sql.Identifier(FAILED_TABLE)),
+        sql.SQL("SELECT count(*) FROM {} WHERE id <= %s").format(
+            sql.Identifier(schema.failed_table)
+        ),
         (state.rows,),
     ).fetchone()[0]
     channels = connection.execute(
-        sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(CHANNEL_TABLE))
+        sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema.channel_table))
     ).fetchone()[0]
     if rows != state.rows or channels != state.channels:
         return None
     return state
 
 
-def _record_seed(connection: psycopg.Connection, rows: int, channels: int) -> None:
+# A copy of the seeded rows of the scenarios' channel (the median one), made with the seed: the
+# rows that the patch scenario changed are put back from it after each peer (take_back_writes).
+SCENARIO_ROWS_TABLE = "bench_seed_rows"
+
+
+def _stored_columns(connection: psycopg.Connection, table: str) -> list[str]:
+    """The columns of `table` that are written (not generated), in the table's order."""
+    return [
+        r[0]
+        for r in connection.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
+            "AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
+            (table,),
+        )
+    ]
+
+
+def _copy_scenario_rows(connection: psycopg.Connection, schema: Schema, rows: int) -> None:
+    channel_id, _ = median_channel(connection, schema, rows)
+    columns = sql.SQL(", ").join(
+        map(sql.Identifier, _stored_columns(connection, schema.failed_table))
+    )
+    table = sql.Identifier(SCENARIO_ROWS_TABLE)
+    connection.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
+    connection.execute(
+        sql.SQL("CREATE TABLE {} AS SELECT {} FROM {} WHERE channel_id = %s AND id <= %s").format(
+            table, columns, sql.Identifier(schema.failed_table)
+        ),
+        (channel_id, rows),
+    )
+    connection.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (id)").format(table))
+
+
+def restore_scenario_rows(connection: psycopg.Connection, schema: Schema = SERVICE) -> int:
+    """Puts the scenarios' channel's rows that differ from their copy back as they were seeded
+    (the patch scenario changes them); answers how many. Autocommit connection."""
+    if not _exists(connection, SCENARIO_ROWS_TABLE):
+        return 0
+    columns = [c for c in _stored_columns(connection, SCENARIO_ROWS_TABLE) if c != "id"]
+
+    def row(alias: str) -> sql.Composable:
+        return sql.SQL("ROW({})").format(
+            sql.SQL(", ").join(sql.Identifier(alias, c) for c in columns)
+        )
+
+    return connection.execute(
+        sql.SQL(
+            "UPDATE {} AS t SET ({}) = {} FROM {} AS s "
+            "WHERE t.id = s.id AND {}::text IS DISTINCT FROM {}::text"
+        ).format(
+            sql.Identifier(schema.failed_table),
+            sql.SQL(", ").join(map(sql.Identifier, columns)),
+            row("s"),
+            sql.Identifier(SCENARIO_ROWS_TABLE),
+            row("t"),
+            row("s"),
+        )
+    ).rowcount
+
+
+def _record_seed(
+    connection: psycopg.Connection, rows: int, channels: int, anchor: dt.datetime
+) -> None:
     table = sql.Identifier(SEED_TABLE)
     connection.execute(
         sql.SQL(
@@ -235,9 +324,13 @@ def _record_seed(connection: psycopg.Connection, rows: int, channels: int) -> No
             "seeded_at timestamptz NOT NULL DEFAULT now())"
         ).format(table)
     )
+    connection.execute(
+        sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS anchor timestamptz").format(table)
+    )
     connection.execute(sql.SQL("DELETE FROM {}").format(table))
     connection.execute(
-        sql.SQL("INSERT INTO {} (rows, channels) VALUES (%s, %s)").format(table), (rows, channels)
+        sql.SQL("INSERT INTO {} (rows, channels, anchor) VALUES (%s, %s, %s)").format(table),
+        (rows, channels, anchor),
     )
 
 
@@ -354,73 +447,95 @@ def seed(
     model_defaults: dict[str, dict[str, object]] | None = None,
     log=print,
     largest_share: float | None = None,
-) -> None:
-    """Empties the service's tables and fills them: `channels` channels, `rows` failures.
+    anchor: dt.datetime | None = None,
+    schema: Schema = SERVICE,
+) -> dt.datetime:
+    """Empties the tables of `schema` and fills them: `channels` channels, `rows` failures.
     `model_defaults` ({table: {column: value}}) fills required columns the seeder does not
-    know."""
+    know. The rows' dates are reckoned back from `anchor` (default: now); the same arguments
+    write the same rows, in whichever database. Answers the anchor."""
     model_defaults = model_defaults or {}
     rng = random.Random(SEED)
-    now = dt.datetime.now(UTC)
+    # Values of required columns the seeder does not name (a uuid's) are drawn from a generator
+    # of their own, so that such a column does not change the rows in the others.
+    extra_rng = random.Random(SEED + 1)
+    now = (anchor or dt.datetime.now(UTC)).astimezone(UTC)
     with psycopg.connect(db_url) as connection:
         connection.execute("SET synchronous_commit = off")
         type_ids = content_type_ids(connection)
         connection.execute(
             sql.SQL("TRUNCATE {}, {}, {} RESTART IDENTITY CASCADE").format(
-                sql.Identifier(FAILED_TABLE),
-                sql.Identifier(ACTION_TABLE),
-                sql.Identifier(CHANNEL_TABLE),
+                sql.Identifier(schema.failed_table),
+                sql.Identifier(schema.action_table),
+                sql.Identifier(schema.channel_table),
             )
         )
 
+        # The channels' columns that the table has (an implementation of the contract needs
+        # little of a channel but its id); the failures' columns must all be there.
+        present = column_types(connection, schema.channel_table)
+        channel_columns = [c for c in CHANNEL_COLUMNS if c in present]
         extra = extra_required_columns(
             connection,
-            CHANNEL_TABLE,
+            schema.channel_table,
             set(CHANNEL_COLUMNS),
-            rng,
-            model_defaults.get(CHANNEL_TABLE, {}),
+            extra_rng,
+            model_defaults.get(schema.channel_table, {}),
         )
-        columns = [*CHANNEL_COLUMNS, *extra]
+        columns = [*channel_columns, *extra]
         insert = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-            sql.Identifier(CHANNEL_TABLE),
+            sql.Identifier(schema.channel_table),
             sql.SQL(", ").join(map(sql.Identifier, columns)),
             sql.SQL(", ").join(sql.Placeholder() * len(columns)),
         )
-        with connection.cursor() as cursor:
-            cursor.executemany(
-                insert,
-                [
-                    (
-                        f"Bench channel {k + 1}",
-                        CHANNEL_TYPES[k % len(CHANNEL_TYPES)],
-                        True,
-                        "",
-                        "",
-                        now - YEAR,
-                        now - YEAR,
-                        *(_value(v) for v in extra.values()),
-                    )
-                    for k in range(channels)
-                ],
+        values = []
+        for k in range(channels):
+            channel = {
+                "name": f"Bench channel {k + 1}",
+                "channel_type": CHANNEL_TYPES[k % len(CHANNEL_TYPES)],
+                "is_active": True,
+                "retry_endpoint": "",
+                "signing_secret": "",
+                "created_date": now - YEAR,
+                "modified_date": now - YEAR,
+            }
+            values.append(
+                (*(channel[c] for c in channel_columns), *(_value(v) for v in extra.values()))
             )
+        with connection.cursor() as cursor:
+            cursor.executemany(insert, values)
         channel_ids = [
             r[0]
             for r in connection.execute(
-                sql.SQL("SELECT id FROM {} ORDER BY id").format(sql.Identifier(CHANNEL_TABLE))
+                sql.SQL("SELECT id FROM {} ORDER BY id").format(
+                    sql.Identifier(schema.channel_table)
+                )
             )
         ]
 
+        types = column_types(connection, schema.failed_table)
+        missing = [c for c in FAILED_COLUMNS if c not in types]
+        if missing:
+            raise SystemExit(
+                f"{schema.failed_table} has no column {', '.join(missing)}: the seeder writes "
+                "every one of " + ", ".join(FAILED_COLUMNS)
+            )
         extra = extra_required_columns(
-            connection, FAILED_TABLE, set(FAILED_COLUMNS), rng, model_defaults.get(FAILED_TABLE, {})
+            connection,
+            schema.failed_table,
+            set(FAILED_COLUMNS),
+            extra_rng,
+            model_defaults.get(schema.failed_table, {}),
         )
         if extra:
             log(f"   (also filling {', '.join(extra)} with their defaults: required columns)")
         copy_columns = [*FAILED_COLUMNS, *extra]
         copy = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-            sql.Identifier(FAILED_TABLE), sql.SQL(", ").join(map(sql.Identifier, copy_columns))
+            sql.Identifier(schema.failed_table),
+            sql.SQL(", ").join(map(sql.Identifier, copy_columns)),
         )
-        types = column_types(connection, FAILED_TABLE)
         started = time.monotonic()
-        rebuild = _drop_secondary_indexes_and_foreign_keys(connection, FAILED_TABLE)
+        rebuild = _drop_secondary_indexes_and_foreign_keys(connection, schema.failed_table)
         with connection.cursor() as cursor, cursor.copy(copy) as writer:
             writer.set_types([types[column] for column in copy_columns])
             generated = _failed_rows(rng, rows, channel_ids, type_ids, now, largest_share)
@@ -436,13 +551,15 @@ def seed(
         connection.execute("SET maintenance_work_mem = '256MB'")
         for statement in rebuild:
             connection.execute(statement)
-        _record_seed(connection, rows, channels)
+        _copy_scenario_rows(connection, schema, rows)
+        _record_seed(connection, rows, channels, now)
         connection.commit()
         log(
             f"   rebuilt {len(rebuild)} indexes and foreign keys in "
             f"{time.monotonic() - copied:.1f} s"
         )
     vacuum(db_url)
+    return now
 
 
 def _drop_secondary_indexes_and_foreign_keys(
@@ -506,9 +623,11 @@ def checkpoint(db_url: str) -> None:
 # --- between scenarios ---------------------------------------------------------------------
 
 
-def take_back_writes(db_url: str, seed_max_id: int) -> int:
+def take_back_writes(db_url: str, seed_max_id: int, schema: Schema = SERVICE) -> int:
     """Deletes the records that a write scenario added (ids above the seeded ones), and rows
-    of tables that point at them, so that every peer and every run sees the same data."""
+    of tables that point at them, and puts the seeded records that the patch scenario changed
+    back as they were, so that every peer and every run sees the same data. Answers the number
+    of records deleted."""
     with psycopg.connect(db_url, autocommit=True) as connection:
         children = connection.execute(
             """
@@ -518,7 +637,7 @@ def take_back_writes(db_url: str, seed_max_id: int) -> int:
             WHERE c.contype = 'f' AND c.confrelid = %s::regclass
               AND array_length(c.conkey, 1) = 1
             """,
-            (FAILED_TABLE,),
+            (schema.failed_table,),
         ).fetchall()
         for table, column in children:
             connection.execute(
@@ -528,11 +647,14 @@ def take_back_writes(db_url: str, seed_max_id: int) -> int:
                 (seed_max_id,),
             )
         deleted = connection.execute(
-            sql.SQL("DELETE FROM {} WHERE id > %s").format(sql.Identifier(FAILED_TABLE)),
+            sql.SQL("DELETE FROM {} WHERE id > %s").format(sql.Identifier(schema.failed_table)),
             (seed_max_id,),
         ).rowcount
-        if deleted:
-            connection.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(FAILED_TABLE)))
+        restored = restore_scenario_rows(connection, schema)
+        if deleted or restored:
+            connection.execute(
+                sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(schema.failed_table))
+            )
         fold_counts(connection)
     checkpoint(db_url)
     return deleted
@@ -554,22 +676,22 @@ def fold_counts(connection: psycopg.Connection) -> None:
     )
 
 
-def last_id(db_url: str) -> int:
+def last_id(db_url: str, schema: Schema = SERVICE) -> int:
     """The last id the failed integrations' id sequence gave (0 before any)."""
     with psycopg.connect(db_url, autocommit=True) as connection:
         return connection.execute(
             "SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence(%s, 'id')::regclass),"
             " 0)",
-            (FAILED_TABLE,),
+            (schema.failed_table,),
         ).fetchone()[0]
 
 
-def count_ids(db_url: str, after: int, upto: int) -> int:
+def count_ids(db_url: str, after: int, upto: int, schema: Schema = SERVICE) -> int:
     """The records that exist with an id in (after, upto]."""
     with psycopg.connect(db_url, autocommit=True) as connection:
         return connection.execute(
             sql.SQL("SELECT count(*) FROM {} WHERE id > %s AND id <= %s").format(
-                sql.Identifier(FAILED_TABLE)
+                sql.Identifier(schema.failed_table)
             ),
             (after, upto),
         ).fetchone()[0]
@@ -586,21 +708,31 @@ class Fixture:
     product_type_id: int
 
 
-def fixture(db_url: str, *, seed_max_id: int, sample: int = 1000) -> Fixture:
+def median_channel(
+    connection: psycopg.Connection, schema: Schema, seed_max_id: int
+) -> tuple[int, int]:
+    """The channel with the median number of seeded rows (the scenarios' channel), and that
+    number."""
+    counts = connection.execute(
+        sql.SQL(
+            "SELECT channel_id, count(*) FROM {} WHERE id <= %s "
+            "GROUP BY channel_id ORDER BY count(*), channel_id"
+        ).format(sql.Identifier(schema.failed_table)),
+        (seed_max_id,),
+    ).fetchall()
+    return counts[len(counts) // 2]
+
+
+def fixture(
+    db_url: str, *, seed_max_id: int, sample: int = 1000, schema: Schema = SERVICE
+) -> Fixture:
     with psycopg.connect(db_url) as connection:
-        counts = connection.execute(
-            sql.SQL(
-                "SELECT channel_id, count(*) FROM {} WHERE id <= %s "
-                "GROUP BY channel_id ORDER BY count(*), channel_id"
-            ).format(sql.Identifier(FAILED_TABLE)),
-            (seed_max_id,),
-        ).fetchall()
-        channel_id, channel_rows = counts[len(counts) // 2]  # the median channel
+        channel_id, channel_rows = median_channel(connection, schema, seed_max_id)
         ids = [
             r[0]
             for r in connection.execute(
-                sql.SQL("SELECT id FROM {} WHERE channel_id = %s AND id <= %s").format(
-                    sql.Identifier(FAILED_TABLE)
+                sql.SQL("SELECT id FROM {} WHERE channel_id = %s AND id <= %s ORDER BY id").format(
+                    sql.Identifier(schema.failed_table)
                 ),
                 (channel_id, seed_max_id),
             )
@@ -613,4 +745,53 @@ def fixture(db_url: str, *, seed_max_id: int, sample: int = 1000) -> Fixture:
         ids=rng.sample(ids, min(sample, len(ids))),
         content_type_ids=list(types.values()),
         product_type_id=types[("products", "product")],
+    )
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What must be equal in two databases for their peers to be measured on the same data:
+    the integrable content types' ids, and per channel the number of seeded rows and a hash of
+    their contents (every seeded column, the id included)."""
+
+    content_types: tuple[tuple[str, str, int], ...]
+    channels: tuple[tuple[int, int, int], ...]  # (channel id, rows, hash)
+
+    def differences(self, other: Fingerprint) -> list[str]:
+        found = []
+        if self.content_types != other.content_types:
+            found.append(f"content types {self.content_types} vs {other.content_types}")
+        mine, theirs = dict(_by_channel(self)), dict(_by_channel(other))
+        for channel in sorted(set(mine) | set(theirs)):
+            a, b = mine.get(channel), theirs.get(channel)
+            if a is None or b is None or a[0] != b[0]:
+                found.append(
+                    f"channel {channel}: {a[0] if a else 0:,} vs {b[0] if b else 0:,} rows"
+                )
+            elif a[1] != b[1]:
+                found.append(f"channel {channel}: same {a[0]:,} rows, different contents")
+        return found
+
+
+def _by_channel(fingerprint: Fingerprint):
+    return ((c, (rows, digest)) for c, rows, digest in fingerprint.channels)
+
+
+def fingerprint(db_url: str, *, seed_max_id: int, schema: Schema = SERVICE) -> Fingerprint:
+    """The fingerprint of the seeded rows (ids 1..seed_max_id) of `schema` in the database."""
+    columns = sql.SQL(", ").join(map(sql.Identifier, ("id", *FAILED_COLUMNS)))
+    with psycopg.connect(db_url) as connection:
+        connection.execute("SET TIME ZONE 'UTC'")
+        channels = connection.execute(
+            sql.SQL(
+                "SELECT channel_id, count(*), "
+                "sum(hashtextextended(ROW({})::text, 0))::text "
+                "FROM {} WHERE id <= %s GROUP BY channel_id ORDER BY channel_id"
+            ).format(columns, sql.Identifier(schema.failed_table)),
+            (seed_max_id,),
+        ).fetchall()
+        types = content_type_ids(connection)
+    return Fingerprint(
+        content_types=tuple((a, m, i) for (a, m), i in sorted(types.items())),
+        channels=tuple((c, n, int(h)) for c, n, h in channels),
     )

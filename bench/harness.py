@@ -1,4 +1,4 @@
-"""bench/run: load benchmark of the failed-integrations API against two reference peers.
+"""bench/run: load benchmark of the failed-integrations API against reference peers.
 
 Started by bench/run (which installs wrk and the Python packages first); see bench/README.md.
 """
@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
+import hashlib
 import http.client
+import io
 import json
 import os
 import platform
@@ -19,8 +22,10 @@ import shlex
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -52,6 +57,11 @@ class BenchError(Exception):
 
 # --- peers -----------------------------------------------------------------------------------
 
+# The databases the peers serve: the benchmark's own (the service's schema, shared by ours,
+# obvious and floor), the baseline's (migrated by the --baseline revision) and the obvious
+# implementation's own schema. All hold the same rows.
+MAIN, BASELINE, OWN = "main", "baseline", "own"
+
 
 @dataclass(frozen=True)
 class Peer:
@@ -59,18 +69,58 @@ class Peer:
     app: str  # the WSGI application gunicorn serves
     token: str  # which key it takes: "ours" (the service's tokens) or "obvious" (DRF authtoken)
     description: str
+    settings: str = ""  # its DJANGO_SETTINGS_MODULE (none for the floor)
+    store: str = MAIN  # the database it serves
+    # Served from the tree of the --baseline revision instead of the working tree.
+    baseline_tree: bool = False
+
+    @property
+    def service(self) -> bool:
+        """The service itself (now or at the baseline revision), deployed as in production."""
+        return self.name in ("ours", "baseline")
 
 
 PEERS = (
-    Peer("ours", "config.wsgi:application", "ours", "the service (config.wsgi)"),
+    Peer(
+        "ours",
+        "config.wsgi:application",
+        "ours",
+        "the service (config.wsgi), the working tree as it was when the run started",
+        "config.settings",
+    ),
+    Peer(
+        "baseline",
+        "config.wsgi:application",
+        "ours",
+        "the service at the --baseline revision, on a database that revision migrated",
+        "config.settings",
+        store=BASELINE,
+        baseline_tree=True,
+    ),
     Peer(
         "obvious",
         "bench.obvious.wsgi:application",
         "obvious",
-        "stock DRF: ModelViewSet, ModelSerializer, authtoken",
+        "stock DRF: ModelViewSet, ModelSerializer, authtoken, on the service's tables",
+        "bench.obvious.settings",
+    ),
+    Peer(
+        "obvious_own",
+        "bench.obvious.wsgi:application",
+        "obvious",
+        "the same stock DRF on a schema of its own (bench/obvious_own): its model and "
+        "migration, indexes on the foreign keys, version_date, (channel, version_date) and "
+        "(content_type, object_id), no triggers",
+        "bench.obvious_own.settings",
+        store=OWN,
     ),
     Peer("floor", "bench.floor:application", "ours", "bare WSGI + psycopg, one SQL per request"),
 )
+# The peers of a run without --peers (baseline too when --baseline is given).
+DEFAULT_PEERS = ("ours", "obvious", "obvious_own", "floor")
+READS = ("retrieve", "list10", "list100_filtered", "deep_page")
+# What the issue allows a read against the baseline: a fall of at most 5 %.
+READ_TOLERANCE = 0.05
 
 
 # --- scenarios -------------------------------------------------------------------------------
@@ -106,15 +156,42 @@ SCENARIO_NAMES = [s.name for s in SCENARIOS]
 
 
 @dataclass
+class Store:
+    """A database that peers serve, and the code tree that migrated it and made its keys."""
+
+    name: str  # MAIN, BASELINE or OWN
+    database: str
+    url: str
+    schema: database.Schema
+    tree: Path
+    settings: str  # the DJANGO_SETTINGS_MODULE that migrates it
+    keys: dict[str, str] = field(default_factory=dict)
+    # The models' defaults of the failed integrations' columns (for the floor's inserts).
+    insert_defaults: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
 class Plan:
     """Everything the scenarios address, written to files that the wrk scripts read."""
 
     fixture: database.Fixture
     workdir: Path
-    keys: dict[str, str]
-    # The service's model defaults of the failed integrations' columns (for the floor).
-    insert_defaults: dict[str, object] = field(default_factory=dict)
+    stores: dict[str, Store]
+    current_tree: Path  # the copy of the working tree that every peer but the baseline runs
+    baseline_tree: Path | None = None
     runs: int = 0  # write runs so far: each gets its own range of object ids
+
+    def store(self, peer: Peer) -> Store:
+        return self.stores[peer.store]
+
+    def key(self, peer: Peer) -> str:
+        return self.store(peer).keys[peer.token]
+
+    def tree(self, peer: Peer) -> Path:
+        if peer.baseline_tree:
+            assert self.baseline_tree is not None
+            return self.baseline_tree
+        return self.current_tree
 
     @property
     def base(self) -> str:
@@ -257,42 +334,43 @@ class Server:
             return "(no log)"
 
 
-def django_env(db_url: str, workdir: Path) -> dict[str, str]:
+def django_env(db_url: str, workdir: Path, tree: Path) -> dict[str, str]:
+    """The environment of a Django process of the code in `tree` on database `db_url`."""
+    data = workdir / f"data-{tree.name}"
+    data.mkdir(exist_ok=True)
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in {"DJANGO_SETTINGS_MODULE", "DJANGO_ENV", "BENCH_PIDFILE"}
+        if k not in {"DJANGO_SETTINGS_MODULE", "DJANGO_ENV", "BENCH_PIDFILE", "PYTHONPATH"}
     }
     env.update(
         DATABASE_URL=db_url,
         SECRET_KEY=secrets.token_urlsafe(50),
         ALLOWED_HOSTS="127.0.0.1,localhost",
-        DATA_DIR=str(workdir / "data"),
-        PYTHONPATH=str(ROOT),
+        DATA_DIR=str(data),
+        PYTHONPATH=str(tree),
         LOG_LEVEL="WARNING",
     )
     return env
 
 
-def peer_env(peer: Peer, db_url: str, workdir: Path, plan: Plan) -> dict[str, str]:
-    env = django_env(db_url, workdir)
-    if peer.name == "ours":
-        env.update(
-            DJANGO_ENV="production",
-            DJANGO_SETTINGS_MODULE="config.settings",
-            SECURE_SSL_REDIRECT="false",
-        )
-    elif peer.name == "obvious":
-        env.update(DJANGO_SETTINGS_MODULE="bench.obvious.settings")
-    else:
-        env.update(FLOOR_INSERT_DEFAULTS=json.dumps(plan.insert_defaults))
+def peer_env(peer: Peer, plan: Plan) -> dict[str, str]:
+    store = plan.store(peer)
+    env = django_env(store.url, plan.workdir, plan.tree(peer))
+    if peer.settings:
+        env.update(DJANGO_SETTINGS_MODULE=peer.settings)
+    if peer.service:
+        env.update(DJANGO_ENV="production", SECURE_SSL_REDIRECT="false")
+    if peer.name == "floor":
+        env.update(FLOOR_INSERT_DEFAULTS=json.dumps(store.insert_defaults))
     return env
 
 
 def start_server(
-    peer: Peer, *, workers: int, db_url: str, plan: Plan, pidfile: PidFile, probe: str, key: str
+    peer: Peer, *, workers: int, plan: Plan, pidfile: PidFile, probe: str, key: str
 ) -> Server:
     workdir = plan.workdir
+    tree = plan.tree(peer)
     port = free_port()
     log_path = workdir / f"{peer.name}.log"
     command = [
@@ -312,14 +390,14 @@ def start_server(
         "--log-level",
         "warning",
         "--chdir",
-        str(ROOT),
+        str(tree),
         peer.app,
     ]
     with log_path.open("ab") as output:
         process = subprocess.Popen(
             command,
-            cwd=ROOT,
-            env=peer_env(peer, db_url, workdir, plan),
+            cwd=tree,
+            env=peer_env(peer, plan),
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -455,7 +533,7 @@ def preflight(server: Server, plan: Plan, scenario: Scenario, key: str) -> tuple
     text = body[:600].decode(errors="replace")
     if status == expected:
         return "ok", check_shape(scenario, plan, body)
-    if server.peer.name == "ours" and scenario.name == "bulk1000" and status in (404, 405):
+    if server.peer.service and scenario.name == "bulk1000" and status in (404, 405):
         return "n/a", f"{scenario.method} {path} answers {status} (no bulk endpoint)"
     message = (
         f"{server.peer.name} {scenario.method} {path} answered {status}, not {expected}: {text}"
@@ -463,7 +541,7 @@ def preflight(server: Server, plan: Plan, scenario: Scenario, key: str) -> tuple
     if not scenario.write and scenario.method == "GET":
         raise BenchError(
             f"{message}\n(if the service changed while the benchmark ran, e.g. a new migration, "
-            "run it again)"
+            "run it again)\n{server.log_tail()}"
         )
     return "warn", message
 
@@ -528,9 +606,9 @@ def bench_peer(
     """Runs the scenarios on one peer's server; answers the windows of its write runs, whose
     records are counted once the server has stopped (and finished what it had taken)."""
     windows: list[WriteWindow] = []
-    db_url = plan_db_url(options)
     peer = server.peer
-    key = plan.keys[peer.token]
+    store = plan.store(peer)
+    key = plan.key(peer)
     if not first_round:
         # The reads again, each round: a service that changed under the run fails it loudly.
         for scenario in scenarios:
@@ -552,7 +630,8 @@ def bench_peer(
                 _, body = http_request(server.port, "GET", plan.path(scenario), key)
                 record_answers[peer.name] = json.loads(body)
         if any(scenario.write for scenario in scenarios):
-            database.take_back_writes(db_url, options.rows)  # the preflight's records
+            # The preflight's records.
+            database.take_back_writes(store.url, options.rows, store.schema)
     for scenario in scenarios:
         outcome = outcomes[(scenario.name, peer.name)]
         if outcome.unsupported:
@@ -568,7 +647,7 @@ def bench_peer(
                 duration=options.warmup,
             )
         if scenario.write:
-            after, started = database.last_id(db_url), time.monotonic()
+            after, started = database.last_id(store.url, store.schema), time.monotonic()
         run = run_wrk(
             server.port,
             script,
@@ -578,7 +657,7 @@ def bench_peer(
             duration=options.duration,
         )
         if scenario.write:
-            upto = database.last_id(db_url)
+            upto = database.last_id(store.url, store.schema)
             windows.append(WriteWindow(run, after, upto, time.monotonic() - started))
         outcome.runs.append(run)
         flag = ""
@@ -594,14 +673,10 @@ def bench_peer(
     return windows
 
 
-def count_writes(db_url: str, windows: list[WriteWindow]) -> None:
+def count_writes(store: Store, windows: list[WriteWindow]) -> None:
     for window in windows:
-        created = database.count_ids(db_url, window.after, window.upto)
+        created = database.count_ids(store.url, window.after, window.upto, store.schema)
         window.run.records_per_s = created / window.seconds if window.seconds else 0.0
-
-
-def plan_db_url(options: argparse.Namespace) -> str:
-    return database.database_url(options.postgres, options.database)
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -617,9 +692,26 @@ def fmt_ratio(numerator: Run | None, denominator: Run | None) -> str:
     return f"{numerator.rate / denominator.rate:.2f}x"
 
 
+# The ratio columns, (header, the peer that ours' rate is divided by), shown when both ran.
+RATIOS = (
+    ("ours/obvious", "obvious"),
+    ("vs obvious (own schema)", "obvious_own"),
+    ("ours/floor", "floor"),
+    ("vs baseline", "baseline"),
+)
+
+
+def ratio_columns(peers: list[Peer]) -> list[tuple[str, str]]:
+    names = {p.name for p in peers}
+    if "ours" not in names:
+        return []
+    return [(header, name) for header, name in RATIOS if name in names]
+
+
 def results_table(
     scenarios: list[Scenario], peers: list[Peer], outcomes: dict[tuple[str, str], Outcome]
 ) -> str:
+    ratios = ratio_columns(peers)
     header = [
         "scenario",
         "peer",
@@ -628,11 +720,10 @@ def results_table(
         "p50 ms",
         "p99 ms",
         "non-2xx",
-        "ours/obvious",
-        "ours/floor",
+        *(h for h, _ in ratios),
         "bulk vs create",
     ]
-    numeric = {2, 3, 4, 5, 7, 8, 9}
+    numeric = {2, 3, 4, 5, *range(7, len(header))}
     names = [p.name for p in peers]
     rows: list[list[str]] = []
     for scenario in scenarios:
@@ -654,18 +745,16 @@ def results_table(
                     f"{run.p99_ms:.1f}" if completed else "-",
                     errors,
                 ]
-            if index == 0 and "ours" in names:
-                row.append(fmt_ratio(medians["ours"], medians.get("obvious")))
-                row.append(fmt_ratio(medians["ours"], medians.get("floor")))
+            if index == 0:
+                row += [fmt_ratio(medians["ours"], medians[name]) for _, name in ratios]
             else:
-                row += ["", ""]
+                row += [""] * len(ratios)
             row.append(bulk_vs_create(scenario, peer, outcomes))
             rows.append(row)
-    for row in rows:
-        if "obvious" not in names:
-            row[7] = ""
-        if "floor" not in names:
-            row[8] = ""
+    return markdown_table(header, rows, numeric)
+
+
+def markdown_table(header: list[str], rows: list[list[str]], numeric: set[int]) -> str:
     widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -696,6 +785,75 @@ def bulk_vs_create(scenario: Scenario, peer: Peer, outcomes: dict[tuple[str, str
     return f"{bulk.rate / create_run.rate:.1f}x"
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """Ours against the baseline in one scenario."""
+
+    scenario: Scenario
+    ratio: float | None  # ours' median over the baseline's median
+    rounds: list[float]  # ours over the baseline in each round (the two ran next to each other)
+
+    @property
+    def fell(self) -> bool:
+        """A read that fell by more than the tolerance (by the ratio of the medians)."""
+        return (
+            self.scenario.name in READS
+            and self.ratio is not None
+            and self.ratio < 1 - READ_TOLERANCE
+        )
+
+
+def compare_with_baseline(
+    scenarios: list[Scenario], outcomes: dict[tuple[str, str], Outcome]
+) -> list[Comparison]:
+    comparisons = []
+    for scenario in scenarios:
+        ours, baseline = outcomes[(scenario.name, "ours")], outcomes[(scenario.name, "baseline")]
+        a, b = ours.median, baseline.median
+        ratio = a.rate / b.rate if a and b and b.rate else None
+        rounds = [x.rate / y.rate for x, y in zip(ours.runs, baseline.runs, strict=False) if y.rate]
+        comparisons.append(Comparison(scenario, ratio, rounds))
+    return comparisons
+
+
+def baseline_section(comparisons: list[Comparison], revision: str) -> list[str]:
+    header = [
+        "scenario",
+        "vs baseline",
+        "median of the rounds' ratios",
+        "each round's ratio, in order",
+        "read fell by more than 5 %",
+    ]
+    rows = []
+    for c in comparisons:
+        rows.append(
+            [
+                c.scenario.name,
+                f"{c.ratio:.2f}x" if c.ratio is not None else "n/a",
+                f"{statistics.median(c.rounds):.2f}x" if c.rounds else "n/a",
+                ", ".join(f"{r:.2f}" for r in c.rounds) or "n/a",
+                ("yes" if c.fell else "no") if c.scenario.name in READS else "(a write)",
+            ]
+        )
+    fell = [c.scenario.name for c in comparisons if c.fell]
+    return [
+        "### Ours against the baseline",
+        "",
+        f"`vs baseline` is ours' median rate over the median rate of the service at {revision} "
+        "(each on a database of its own with the same rows); the round-by-round ratios pair "
+        "the two runs of one round, which ran next to each other, so the machine's drift "
+        "over the run cancels out in each. A read falls by more than 5 % when its `vs "
+        f"baseline` is below {1 - READ_TOLERANCE:.2f}.",
+        "",
+        markdown_table(header, rows, {1, 2}),
+        "",
+        "Reads that fell by more than 5 % against the baseline: "
+        + (", ".join(fell) if fell else "none")
+        + ".",
+        "",
+    ]
+
+
 def command_output(command: list[str]) -> str:
     try:
         return subprocess.run(
@@ -705,7 +863,56 @@ def command_output(command: list[str]) -> str:
         return ""
 
 
-def machine_description(options: argparse.Namespace, plan: Plan) -> list[tuple[str, str]]:
+def git(*args: str) -> str:
+    """Output of a read-only git command in the repository ("" when it is not one)."""
+    return command_output(["git", "--no-optional-locks", "-C", str(ROOT), *args])
+
+
+@dataclass(frozen=True)
+class TreeState:
+    """The revision of the working tree that ours is served from, and its changes."""
+
+    head: str
+    changed: int  # paths changed outside bench/, tracked or not
+    bench_changed: int  # paths changed in bench/
+    digest: str  # of the changes outside bench/: tells whether they changed during a run
+
+    def describe(self) -> str:
+        if not self.head:
+            return "not a git checkout"
+        text = self.head
+        if self.changed:
+            text += (
+                f" + working tree ({self.changed} paths changed outside bench/, "
+                f"sha256 of their changes {self.digest})"
+            )
+        else:
+            text += " (no changes outside bench/)"
+        if self.bench_changed:
+            text += f"; bench/ has {self.bench_changed} changed paths"
+        return text
+
+
+def tree_state() -> TreeState:
+    outside = ["--", ".", ":(exclude)bench"]
+    changed = git("status", "--porcelain", "--untracked-files=all", *outside).splitlines()
+    bench_changed = git("status", "--porcelain", "--untracked-files=all", "--", "bench")
+    digest = hashlib.sha256(git("diff", "HEAD", *outside).encode())
+    for path in sorted(git("ls-files", "--others", "--exclude-standard", *outside).splitlines()):
+        digest.update(path.encode())
+        with contextlib.suppress(OSError):
+            digest.update((ROOT / path).read_bytes())
+    return TreeState(
+        head=git("rev-parse", "HEAD"),
+        changed=len(changed),
+        bench_changed=len(bench_changed.splitlines()),
+        digest=digest.hexdigest()[:16],
+    )
+
+
+def machine_description(
+    options: argparse.Namespace, plan: Plan, extra: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
     cpu = ""
     for line in command_output(["lscpu"]).splitlines():
         if line.startswith("Model name:"):
@@ -752,12 +959,17 @@ def machine_description(options: argparse.Namespace, plan: Plan) -> list[tuple[s
             f"scenarios on channel {fixture.channel_id} ({fixture.channel_rows:,} rows, the "
             f"median channel); deep_page asks for page {plan.deep_page} with limit=10",
         ),
+        *extra,
         ("date", dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")),
     ]
 
 
-def write_results(
-    path: Path,
+RESULTS_TITLE = "# Benchmark results"
+RUN_MARK = "<!-- one run of bench/run -->"
+
+
+def run_section(
+    options: argparse.Namespace,
     command: str,
     table: str,
     machine: list[tuple[str, str]],
@@ -765,9 +977,12 @@ def write_results(
     peers: list[Peer],
     outcomes: dict[tuple[str, str], Outcome],
     notes: list[str],
-) -> None:
+    comparison: list[str],
+) -> list[str]:
+    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        "# Benchmark results",
+        RUN_MARK,
+        f"## {options.rows:,} rows, {options.repeat} round(s) of {options.duration:g} s ({date})",
         "",
         "Produced by:",
         "",
@@ -775,34 +990,35 @@ def write_results(
         command,
         "```",
         "",
-        "See [README.md](README.md) for what the peers and scenarios are and how to read "
-        "the ratios. `req/s` counts 2xx answers only; `records/s` (writes) counts the records "
-        "created in the database while wrk ran. Each row is the median run of its scenario "
-        "and peer (by records/s for writes, else by req/s), with wrk's p50/p99 latency of that "
-        "run. Ratios are ours' rate over the other peer's (above 1: ours is faster); `bulk vs "
-        "create` is a peer's records/s in bulk over its records/s one by one.",
+        "`req/s` counts 2xx answers only; `records/s` (writes) counts the records created in "
+        "the database while wrk ran. Each row is the median run of its scenario and peer (by "
+        "records/s for writes, else by req/s), with wrk's p50/p99 latency of that run. Ratios "
+        "are ours' rate over the other peer's (above 1: ours is faster); `bulk vs create` is a "
+        "peer's records/s in bulk over its records/s one by one.",
         "",
         table,
         "",
-        "## Machine",
+        *comparison,
+        "### Machine",
         "",
         *(f"- **{name}**: {value}" for name, value in machine),
         "",
-        "## Scenarios",
+        "### Scenarios",
         "",
         *(f"- `{s.name}`: {s.description}" for s in scenarios),
         "",
-        "## Peers",
+        "### Peers",
         "",
         *(f"- `{p.name}`: {p.description}" for p in peers),
     ]
     if notes:
-        lines += ["", "## Notes", "", *(f"- {note}" for note in notes)]
+        lines += ["", "### Notes", "", *(f"- {note}" for note in notes)]
     lines += [
         "",
-        "## Every run",
+        "### Every run",
         "",
-        "req/s (2xx answers) of each run, records/s for create and bulk1000, in order:",
+        "req/s (2xx answers) of each run, records/s for create and bulk1000, one per round in "
+        "the order of the rounds:",
         "",
     ]
     for scenario in scenarios:
@@ -810,43 +1026,85 @@ def write_results(
             outcome = outcomes[(scenario.name, peer.name)]
             runs = ", ".join(fmt_rate(r.rate) for r in outcome.runs) or "n/a"
             lines.append(f"- {scenario.name} / {peer.name}: {runs}")
-    path.write_text("\n".join(lines) + "\n")
+    return lines
+
+
+def write_results(path: Path, section: list[str], keep: bool) -> None:
+    """Writes the run's section; with `keep`, above the runs the file already holds."""
+    earlier = ""
+    if keep and path.exists():
+        text = path.read_text()
+        if RUN_MARK in text:
+            earlier = text[text.index(RUN_MARK) :].rstrip() + "\n"
+    head = [
+        RESULTS_TITLE,
+        "",
+        "Each section is one run of `bench/run`, the newest first. See "
+        "[README.md](README.md) for what the peers and scenarios are and how to read the "
+        "ratios.",
+        "",
+    ]
+    text = "\n".join([*head, *section]) + "\n"
+    path.write_text(text + ("\n" + earlier if earlier else ""))
 
 
 # --- main ------------------------------------------------------------------------------------
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows the defaults that are values (not those of flags, nor an absent option's)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bench/run",
         description=(
-            "Load benchmark of the failed-integrations API: the service ('ours'), the obvious "
-            "DRF implementation and a raw WSGI floor, one at a time under gunicorn, driven by "
-            "wrk, on a PostgreSQL database of the benchmark's own."
+            "Load benchmark of the failed-integrations API: the service ('ours'), optionally "
+            "the service at an earlier revision ('baseline'), the obvious DRF implementation "
+            "on the service's tables and on a schema of its own, and a raw WSGI floor, one at "
+            "a time under gunicorn, driven by wrk, on PostgreSQL databases of the benchmark's "
+            "own."
         ),
         epilog=f"A quick run: {USAGE_EXAMPLE}. See bench/README.md.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--rows", type=int, default=1_000_000, help="failed integrations")
     parser.add_argument("--channels", type=int, default=50, help="channels they are spread over")
-    parser.add_argument("--database", default="fi_bench", help="the benchmark's database")
+    parser.add_argument(
+        "--database",
+        default="fi_bench",
+        help="the benchmark's database; the other peers' are named after it "
+        "(NAME_baseline_REV, NAME_obvious_own)",
+    )
     parser.add_argument(
         "--postgres",
         default="postgres://postgres@127.0.0.1:5432",
         help="the PostgreSQL server (a user that may create databases)",
     )
     parser.add_argument("--reseed", action="store_true", help="seed even if the data is there")
-    parser.add_argument("--drop", action="store_true", help="drop the database at the end")
+    parser.add_argument("--drop", action="store_true", help="drop the databases at the end")
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also serve the service as it was at git revision REV (peer 'baseline'), on a "
+        "database of its own that REV's migrations make, with the same rows",
+    )
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers of each peer")
     parser.add_argument("--duration", type=float, default=10, help="seconds of each wrk run")
     parser.add_argument("--warmup", type=float, default=2, help="seconds of the discarded run")
     parser.add_argument("--connections", type=int, default=8, help="wrk connections")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per scenario (the median)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds (the median run)")
     parser.add_argument(
         "--peers",
-        default=",".join(p.name for p in PEERS),
-        help="comma-separated subset of: " + ", ".join(p.name for p in PEERS),
+        help="comma-separated subset of: "
+        + ", ".join(p.name for p in PEERS)
+        + f" (default: {','.join(DEFAULT_PEERS)}, and baseline with --baseline)",
     )
     parser.add_argument(
         "--scenarios",
@@ -858,6 +1116,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default="bench/RESULTS.md",
         help="where to write the results (relative to the repository)",
     )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the runs the results file holds (this one goes above them)",
+    )
     options = parser.parse_args(argv)
     for name in ("rows", "channels", "workers", "connections", "threads", "repeat"):
         if getattr(options, name) < 1:
@@ -868,11 +1131,38 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--threads must not exceed --connections")
     if options.channels > options.rows:
         parser.error("--channels must not exceed --rows")
-    known = {p.name for p in PEERS}
-    options.peer_list = [p for p in PEERS if p.name in options.peers.split(",")]
-    unknown = set(options.peers.split(",")) - known
-    if unknown or not options.peer_list:
+    if options.peers is None:
+        wanted = [p.name for p in PEERS if p.name in DEFAULT_PEERS]
+        if options.baseline:
+            wanted.insert(1, "baseline")
+    else:
+        wanted = options.peers.split(",")
+    unknown = set(wanted) - {p.name for p in PEERS}
+    if unknown or not wanted:
         parser.error(f"unknown peers: {', '.join(sorted(unknown)) or '(none given)'}")
+    options.baseline_commit = ""
+    if options.baseline:
+        options.baseline_commit = git(
+            "rev-parse", "--verify", "--quiet", f"{options.baseline}^{{commit}}"
+        )
+        if not options.baseline_commit:
+            parser.error(f"--baseline {options.baseline}: not a revision of this repository")
+        if "baseline" not in wanted:
+            parser.error("--baseline is given but --peers leaves out baseline")
+    elif "baseline" in wanted:
+        parser.error("the baseline peer needs --baseline REV")
+    options.peer_list = []
+    for peer in PEERS:
+        if peer.name not in wanted:
+            continue
+        if peer.name == "baseline":
+            peer = dataclasses.replace(
+                peer,
+                description=f"the service at {options.baseline} "
+                f"({options.baseline_commit[:12]}, config.wsgi), on a database of its own that "
+                "this revision's migrations made",
+            )
+        options.peer_list.append(peer)
     wanted = options.scenarios.split(",")
     unknown = set(wanted) - set(SCENARIO_NAMES)
     if unknown:
@@ -881,76 +1171,231 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return options
 
 
-def manage(args: list[str], env: dict[str, str]) -> str:
+def manage(args: list[str], env: dict[str, str], cwd: Path = ROOT) -> str:
     result = subprocess.run(
-        [PYTHON, *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+        [PYTHON, *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
     )
     if result.returncode != 0:
         raise BenchError(f"{shlex.join(args)} failed:\n{result.stdout}{result.stderr}")
     return result.stdout
 
 
-def prepare(options: argparse.Namespace, workdir: Path) -> Plan:
-    db_url = plan_db_url(options)
-    log(f"== Database {options.database} on {options.postgres}")
-    created = database.ensure_database(options.postgres, options.database)
+def copy_working_tree() -> Path:
+    """A copy of the working tree as it is now (the files git tracks, as they are, and those
+    it does not ignore), in a new temporary directory: the run serves it, so that edits made
+    to the working tree while the benchmark runs do not change what is measured."""
+    tree = Path(tempfile.mkdtemp(prefix="fi-bench-tree-"))
+    listed = git("ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    if not listed:
+        shutil.rmtree(tree, ignore_errors=True)
+        raise BenchError("git ls-files answered nothing: bench/run needs a git checkout")
+    for name in sorted(set(listed.split("\0")) - {""}):
+        source = ROOT / name
+        if not source.is_file():  # deleted in the working tree
+            continue
+        target = tree / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+    return tree
+
+
+def export_tree(commit: str) -> Path:
+    """The service's files at `commit` in a new temporary directory (git archive), with the
+    benchmark's own user and key module (bench/auth.py of the working tree) beside them."""
+    tree = Path(tempfile.mkdtemp(prefix=f"fi-bench-baseline-{commit[:7]}-"))
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", commit],
+        capture_output=True,
+        check=False,
+    )
+    if archive.returncode != 0:
+        shutil.rmtree(tree, ignore_errors=True)
+        raise BenchError(f"git archive {commit} failed: {archive.stderr.decode(errors='replace')}")
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        members = [m for m in tar.getmembers() if m.name.split("/")[0] != "bench"]
+        tar.extractall(tree, members=members, filter="data")
+    (tree / "bench").mkdir()
+    for name in ("__init__.py", "auth.py"):
+        shutil.copy2(BENCH / name, tree / "bench" / name)
+    return tree
+
+
+def check_imports(tree: Path, env: dict[str, str]) -> None:
+    """The service's packages must be imported from `tree` (not, e.g., from the working tree
+    through the virtualenv's editable install)."""
+    code = (
+        "import importlib.util, json; print(json.dumps({n: importlib.util.find_spec(n).origin "
+        "for n in ('config', 'accounts', 'integrations')}))"
+    )
+    origins = json.loads(manage(["-c", code], env, cwd=tree))
+    for name, origin in origins.items():
+        if not Path(origin).resolve().is_relative_to(tree.resolve()):
+            raise BenchError(f"{name} is imported from {origin}, not from {tree}")
+
+
+def prepare_store(
+    store: Store,
+    options: argparse.Namespace,
+    workdir: Path,
+    *,
+    anchor: dt.datetime | None,
+    needs_anchor: bool,
+) -> tuple[dt.datetime | None, bool]:
+    """Creates, migrates and seeds the store's database unless the rows are in place.
+    Answers the anchor of its rows' dates and whether it was seeded now."""
+    log(f"== Database {store.database} on {options.postgres}")
+    created = database.ensure_database(options.postgres, store.database)
     log("   created" if created else "   exists (created by an earlier bench/run)")
-
-    env = django_env(db_url, workdir)
-    log("== Migrations (the service's, then DRF authtoken's for the obvious peer)")
-    manage(["manage.py", "migrate", "--noinput", "-v", "0"], env)
-    manage(
-        ["-m", "django", "migrate", "authtoken", "--noinput", "-v", "0"],
-        {**env, "DJANGO_SETTINGS_MODULE": "bench.obvious.settings"},
-    )
-
-    with psycopg.connect(db_url) as connection:
-        state = database.current_state(connection)
-    wanted = database.SeedState(rows=options.rows, channels=options.channels)
-    defaults = json.loads(
-        manage(
-            ["-m", "bench.auth", "defaults"], {**env, "DJANGO_SETTINGS_MODULE": "config.settings"}
-        )
-    )
-    if options.reseed or state != wanted:
-        if options.reseed:
-            why = "--reseed"
-        elif state is None:
-            why = "it is empty or holds other data"
-        else:
-            why = f"it holds {state.rows:,} rows over {state.channels} channels"
-        log(f"== Seeding {options.rows:,} rows over {options.channels} channels ({why})")
-        started = time.monotonic()
-        database.seed(
-            db_url,
-            rows=options.rows,
-            channels=options.channels,
-            model_defaults=defaults,
-            log=log,
-        )
-        log(f"   seeded and vacuumed in {time.monotonic() - started:.1f} s")
+    env = django_env(store.url, workdir, store.tree)
+    settings_env = {**env, "DJANGO_SETTINGS_MODULE": store.settings}
+    defaults: dict[str, dict[str, object]] = {}
+    if store.name == OWN:
+        log("== Migrations (bench/obvious_own's, DRF authtoken's and Django's own)")
+        manage(["-m", "django", "migrate", "--noinput", "-v", "0"], settings_env, store.tree)
     else:
+        if store.name == BASELINE:
+            check_imports(store.tree, env)
+            log(f"== Migrations of {options.baseline} (its own, from its exported files)")
+        else:
+            log("== Migrations (the service's, then DRF authtoken's for the obvious peer)")
+        manage(["manage.py", "migrate", "--noinput", "-v", "0"], env, cwd=store.tree)
+        if store.name == MAIN:
+            manage(
+                ["-m", "django", "migrate", "authtoken", "--noinput", "-v", "0"],
+                {**env, "DJANGO_SETTINGS_MODULE": "bench.obvious.settings"},
+                store.tree,
+            )
+        defaults = json.loads(manage(["-m", "bench.auth", "defaults"], settings_env, store.tree))
+    store.insert_defaults = defaults.get(store.schema.failed_table, {})
+
+    with psycopg.connect(store.url) as connection:
+        state = database.current_state(connection, store.schema)
+    wanted = database.SeedState(rows=options.rows, channels=options.channels)
+    why = ""
+    if options.reseed:
+        why = "--reseed"
+    elif state is None:
+        why = "it is empty or holds other data"
+    elif state != wanted:
+        why = f"it holds {state.rows:,} rows over {state.channels} channels"
+    elif anchor is not None and state.anchor != anchor:
+        why = "its rows were seeded at another time than the benchmark's database's"
+    elif needs_anchor and state.anchor is None:
+        why = "an earlier bench/run seeded it without recording when"
+    if not why:
         log(f"== Data in place: {options.rows:,} rows over {options.channels} channels")
-        database.take_back_writes(db_url, options.rows)
+        database.take_back_writes(store.url, options.rows, store.schema)
+        assert state is not None
+        return state.anchor, False
+    log(f"== Seeding {options.rows:,} rows over {options.channels} channels ({why})")
+    started = time.monotonic()
+    anchor = database.seed(
+        store.url,
+        rows=options.rows,
+        channels=options.channels,
+        model_defaults=defaults,
+        log=log,
+        anchor=anchor,
+        schema=store.schema,
+    )
+    # The count deltas its triggers left folded, as between peers: every peer starts alike.
+    database.take_back_writes(store.url, options.rows, store.schema)
+    log(f"   seeded and vacuumed in {time.monotonic() - started:.1f} s")
+    return anchor, True
+
+
+def stores_of(
+    options: argparse.Namespace, current_tree: Path, baseline_tree: Path | None
+) -> dict[str, Store]:
+    def url(name: str) -> str:
+        return database.database_url(options.postgres, name)
+
+    stores = {
+        MAIN: Store(
+            MAIN,
+            options.database,
+            url(options.database),
+            database.SERVICE,
+            current_tree,
+            "config.settings",
+        )
+    }
+    wanted = {p.store for p in options.peer_list}
+    if BASELINE in wanted:
+        assert baseline_tree is not None
+        name = f"{options.database}_baseline_{options.baseline_commit[:7]}"
+        stores[BASELINE] = Store(
+            BASELINE, name, url(name), database.SERVICE, baseline_tree, "config.settings"
+        )
+    if OWN in wanted:
+        name = f"{options.database}_obvious_own"
+        stores[OWN] = Store(
+            OWN, name, url(name), database.OWN, current_tree, "bench.obvious_own.settings"
+        )
+    return stores
+
+
+def prepare(
+    options: argparse.Namespace, workdir: Path, current_tree: Path, baseline_tree: Path | None
+) -> Plan:
+    stores = stores_of(options, current_tree, baseline_tree)
+    main = stores[MAIN]
+    others = [s for s in stores.values() if s is not main]
+    # The benchmark's database first: the others get its rows, dates reckoned from its anchor.
+    anchor, _ = prepare_store(main, options, workdir, anchor=None, needs_anchor=bool(others))
+    reference = database.fingerprint(main.url, seed_max_id=options.rows)
+    fixture = database.fixture(main.url, seed_max_id=options.rows)
+    for store in others:
+        _, seeded = prepare_store(store, options, workdir, anchor=anchor, needs_anchor=True)
+        differences = database.fingerprint(
+            store.url, seed_max_id=options.rows, schema=store.schema
+        ).differences(reference)
+        if differences and not seeded:
+            log(f"== Seeding {store.database} again: its rows differ ({differences[0]})")
+            database.seed(
+                store.url,
+                rows=options.rows,
+                channels=options.channels,
+                log=log,
+                anchor=anchor,
+                schema=store.schema,
+            )
+            differences = database.fingerprint(
+                store.url, seed_max_id=options.rows, schema=store.schema
+            ).differences(reference)
+        if differences:
+            raise BenchError(
+                f"{store.database} does not hold the same rows as {main.database}: "
+                + "; ".join(differences[:5])
+            )
+        theirs = database.fixture(store.url, seed_max_id=options.rows, schema=store.schema)
+        if theirs != fixture:
+            raise BenchError(f"{store.database} gives another fixture than {main.database}")
+        log(
+            f"   same rows as {main.database}: {len(reference.channels)} channels, the rows of "
+            "each (count and contents) and the content types' ids are equal"
+        )
 
     log("== Staff user and tokens")
-    keys = {
-        "ours": manage(
-            ["-m", "bench.auth", "ours"],
-            {**env, "DJANGO_SETTINGS_MODULE": "config.settings"},
-        ).strip(),
-        "obvious": manage(
-            ["-m", "bench.auth", "obvious"],
-            {**env, "DJANGO_SETTINGS_MODULE": "bench.obvious.settings"},
-        ).strip(),
-    }
-    fixture = database.fixture(db_url, seed_max_id=options.rows)
+    for store in stores.values():
+        env = django_env(store.url, workdir, store.tree)
+        if store.name == OWN:
+            commands = {"obvious": store.settings}
+        elif store.name == BASELINE:
+            commands = {"ours": store.settings}
+        else:
+            commands = {"ours": store.settings, "obvious": "bench.obvious.settings"}
+        for token, settings in commands.items():
+            store.keys[token] = manage(
+                ["-m", "bench.auth", token], {**env, "DJANGO_SETTINGS_MODULE": settings}, store.tree
+            ).strip()
     write_inputs(fixture, workdir)
     plan = Plan(
         fixture=fixture,
         workdir=workdir,
-        keys=keys,
-        insert_defaults=defaults.get(database.FAILED_TABLE, {}),
+        stores=stores,
+        current_tree=current_tree,
+        baseline_tree=baseline_tree,
     )
     log(
         f"   channel {fixture.channel_id}: {fixture.channel_rows:,} rows (the median channel); "
@@ -967,29 +1412,46 @@ def main(argv: list[str]) -> int:
     if shutil.which("wrk") is None:
         raise BenchError("wrk is not installed (bench/run installs it: apt-get install wrk)")
     workdir = Path(tempfile.mkdtemp(prefix="fi-bench-"))
-    (workdir / "data").mkdir()
     servers: list[Server] = []
     failed = True
+    current_tree: Path | None = None
+    baseline_tree: Path | None = None
+    stores: dict[str, Store] = {}
     try:
-        plan = prepare(options, workdir)
-        db_url = plan_db_url(options)
+        tree_before = tree_state()
+        load_before = os.getloadavg()
+        current_tree = copy_working_tree()
+        log("== The working tree copied to a temporary directory (served for the whole run)")
+        check_imports(current_tree, django_env("", workdir, current_tree))
+        if options.baseline:
+            baseline_tree = export_tree(options.baseline_commit)
+            log(
+                f"== {options.baseline} ({options.baseline_commit[:12]}) exported to a "
+                "temporary directory (git archive)"
+            )
+        stores = stores_of(options, current_tree, baseline_tree)
+        plan = prepare(options, workdir, current_tree, baseline_tree)
         scenarios, peers = options.scenario_list, options.peer_list
         outcomes = {(s.name, p.name): Outcome() for s in scenarios for p in peers}
         record_answers: dict[str, dict] = {}
         probe = plan.path(SCENARIOS[0])
+        orders: list[list[str]] = []
         for round_ in range(options.repeat):
-            # Each round starts with another peer, so that none is always first (or last).
-            shift = round_ % len(peers)
-            for peer in peers[shift:] + peers[:shift]:
+            # The peers in their order, then the other way round, and so on (A B C, C B A,
+            # A B C, ...): a drift of the machine over the run weighs on every peer alike, and
+            # neighbours (ours and the baseline) run next to each other in every round.
+            order = peers if round_ % 2 == 0 else peers[::-1]
+            orders.append([p.name for p in order])
+            for peer in order:
                 log(f"== Round {round_ + 1}/{options.repeat}: {peer.name} ({peer.description})")
+                store = plan.store(peer)
                 server = start_server(
                     peer,
                     workers=options.workers,
-                    db_url=db_url,
                     plan=plan,
                     pidfile=pidfile,
                     probe=probe,
-                    key=plan.keys[peer.token],
+                    key=plan.key(peer),
                 )
                 servers.append(server)
                 windows: list[WriteWindow] = []
@@ -1000,15 +1462,23 @@ def main(argv: list[str]) -> int:
                 finally:
                     server.stop()
                     servers.remove(server)
-                    count_writes(db_url, windows)
+                    count_writes(store, windows)
                     for scenario in scenarios:
                         runs = outcomes[(scenario.name, peer.name)].runs
                         if scenario.write and runs and runs[-1].records_per_s is not None:
                             log(f"   {scenario.name:<17} {runs[-1].records_per_s:9.1f} records/s")
-                    deleted = database.take_back_writes(db_url, options.rows)
+                    deleted = database.take_back_writes(store.url, options.rows, store.schema)
                     if deleted:
                         log(f"   (deleted the {deleted:,} records it added)")
+        tree_after = tree_state()
+        load_after = os.getloadavg()
         notes = same_record(record_answers)
+        if tree_after != tree_before:
+            notes.append(
+                "the working tree changed while the benchmark ran (all peers but the baseline "
+                "served the copy taken at the start): at the start "
+                f"{tree_before.describe()}; at the end {tree_after.describe()}"
+            )
         for (scenario_name, peer_name), outcome in outcomes.items():
             notes += [f"{scenario_name} / {peer_name}: {w}" for w in outcome.warnings]
             if outcome.unsupported:
@@ -1021,22 +1491,64 @@ def main(argv: list[str]) -> int:
                     )
                     break
         table = results_table(scenarios, peers, outcomes)
-        machine = machine_description(options, plan)
+        names = {p.name for p in peers}
+        comparison: list[str] = []
+        if {"ours", "baseline"} <= names:
+            comparisons = compare_with_baseline(scenarios, outcomes)
+            comparison = baseline_section(
+                comparisons, f"{options.baseline} ({options.baseline_commit[:12]})"
+            )
+        extra = [("ours", f"{tree_before.describe()}, copied at the start of the run")]
+        if options.baseline:
+            extra.append(("baseline", f"{options.baseline} = {options.baseline_commit}"))
+        extra += [
+            (
+                "databases",
+                "; ".join(
+                    f"{s.database} ({', '.join(p.name for p in peers if p.store == s.name)})"
+                    for s in plan.stores.values()
+                )
+                + (
+                    ": the same seeded rows in each, checked (count and contents per channel)"
+                    if len(plan.stores) > 1
+                    else ""
+                ),
+            ),
+            (
+                "rounds",
+                "; ".join(f"{i + 1}: {' → '.join(o)}" for i, o in enumerate(orders)),
+            ),
+            (
+                "load average (1/5/15 min)",
+                f"{' '.join(f'{v:.2f}' for v in load_before)} at the start, "
+                f"{' '.join(f'{v:.2f}' for v in load_after)} at the end",
+            ),
+        ]
+        machine = machine_description(options, plan, extra)
         log("")
         log(table)
         log("")
+        if comparison:
+            log("\n".join(comparison))
         for note in notes:
             log(f"note: {note}")
         results = ROOT / options.results
-        write_results(results, command, table, machine, scenarios, peers, outcomes, notes)
+        section = run_section(
+            options, command, table, machine, scenarios, peers, outcomes, notes, comparison
+        )
+        write_results(results, section, options.keep)
         log(f"== Written to {options.results}")
         failed = False
     finally:
         for server in servers:
             server.stop()
         if options.drop:
-            log(f"== Dropping database {options.database}")
-            database.drop_database(options.postgres, options.database)
+            for store in stores.values():
+                log(f"== Dropping database {store.database}")
+                database.drop_database(options.postgres, store.database)
+        for tree in (current_tree, baseline_tree):
+            if tree is not None:
+                shutil.rmtree(tree, ignore_errors=True)
         if failed:
             log(f"(server logs and inputs kept in {workdir})")
         else:

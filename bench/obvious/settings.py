@@ -36,6 +36,9 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+# The app of the models served (see views.py).
+OBVIOUS_MODELS = "integrations"
+
 ROOT_URLCONF = "bench.obvious.urls"
 WSGI_APPLICATION = "bench.obvious.wsgi.application"
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from django.apps import apps
+from django.conf import settings
 from django.shortcuts import get_object_or_404
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework import serializers, status, viewsets
@@ -7,7 +9,10 @@ from rest_framework.decorators import action
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 
-from integrations.models import Channel, FailedIntegration
+# The app whose Channel and FailedIntegration are served: the service's `integrations` (the
+# `obvious` peer) or the implementation's own schema, `obvious_own` (bench/obvious_own).
+Channel = apps.get_model(settings.OBVIOUS_MODELS, "Channel")
+FailedIntegration = apps.get_model(settings.OBVIOUS_MODELS, "FailedIntegration")
 
 
 class FailedIntegrationSerializer(serializers.ModelSerializer):
