@@ -6,8 +6,11 @@ triggers, set-based writes) ask here.
 
 from __future__ import annotations
 
+from typing import Any
+
+import psycopg
 from django.db import connection, connections
-from django.db.models import Q
+from django.db.models import Expression, Q
 from django.db.models.sql import Query
 from psycopg.sql import Literal
 
@@ -37,3 +40,49 @@ def inline_sql(sql: str, params) -> str:
     """`sql` with its parameters written in as literals, for a fragment of constants that goes
     into other statements as text (never a value from a request)."""
     return sql % tuple(Literal(value).as_string(None) for value in params)
+
+
+class Slot(Expression):
+    """A parameter of a statement compiled once and run many times: it compiles to a
+    placeholder, whose value each run gives by name (`bind`)."""
+
+    def __init__(self, name: str, output_field):
+        super().__init__(output_field=output_field)
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Slot({self.name!r})"
+
+    def as_sql(self, compiler, connection):
+        return "%s", [self]
+
+
+def bind(params: list, values: dict[str, Any]) -> list:
+    """The parameters of a compiled statement for one run: each Slot's value from `values`."""
+    return [values[param.name] if isinstance(param, Slot) else param for param in params]
+
+
+def prepared_cursor() -> psycopg.Cursor:
+    """A psycopg cursor on Django's connection (PostgreSQL) that binds server-side, so that
+    statements run with `prepare=True` are prepared once per connection and planned only once
+    (Django's own cursors bind client-side). It takes part in Django's transactions."""
+    connection.ensure_connection()
+    return psycopg.Cursor(connection.connection)
+
+
+def fetchone_prepared(sql: str, params: list):
+    """One row of a prepared statement (PostgreSQL)."""
+    with prepared_cursor() as cursor:
+        cursor.execute(sql, params, prepare=True)
+        return cursor.fetchone()
+
+
+def execute(sql: str, params: list) -> int:
+    """Runs a statement on either database (prepared on PostgreSQL); answers its row count."""
+    if is_postgresql():
+        with prepared_cursor() as cursor:
+            cursor.execute(sql, params, prepare=True)
+            return cursor.rowcount
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount

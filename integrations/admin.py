@@ -5,7 +5,7 @@ import datetime as dt
 from django import forms
 from django.contrib import admin
 from django.contrib.contenttypes.models import ContentType
-from django.db import models, transaction
+from django.db import models
 
 from common.fields import format_datetime_utc
 from integrations.models import (
@@ -151,10 +151,7 @@ class FailedIntegrationAdmin(admin.ModelAdmin):
         payload = form.api_payload()
         if change:
             stored = FailedIntegration.objects.get(pk=obj.pk)
-            with transaction.atomic():
-                saved = services.failed_integration_update(
-                    failed=stored, payload=payload, partial=True
-                )
+            saved = services.failed_integration_update(failed=stored, payload=payload, partial=True)
         else:
             saved = services.failed_integration_create(channel=obj.channel, payload=payload)
         obj.pk = saved.pk

@@ -25,7 +25,7 @@ from functools import cache
 
 import orjson
 import psycopg
-from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
 from django.http import HttpResponse
 from django.urls import get_resolver
 from django.utils import timezone
@@ -33,11 +33,11 @@ from rest_framework.exceptions import APIException, ParseError
 
 from accounts.authentication import authenticates_sql, key_from_header
 from accounts.models import hash_key
-from common.database import is_postgresql
+from common.database import fetchone_prepared, is_postgresql
 from common.fields import INT64_MAX
 from common.pagination import PageRequest, cursor_link, page_links
 from common.parsers import JSONParser, parse_json
-from integrations.api.access import MAY_READ_SQL, MAY_WRITE_SQL
+from integrations.api.access import READ, WRITE, may_sql
 from integrations.counting import counts
 from integrations.lifecycle import policies
 from integrations.models import FailedIntegration
@@ -120,8 +120,12 @@ AUTHORIZED_CHANNEL_SQL = f"""
     JOIN auth_user u ON u.id = t.user_id
     WHERE c.id = %s AND {authenticates_sql("t", "u")} AND {{may}}
 """
-READABLE_CHANNEL_SQL = AUTHORIZED_CHANNEL_SQL.format(may=MAY_READ_SQL)
-WRITABLE_CHANNEL_SQL = AUTHORIZED_CHANNEL_SQL.format(may=MAY_WRITE_SQL)
+READABLE_CHANNEL_SQL = AUTHORIZED_CHANNEL_SQL.format(
+    may=may_sql(READ, user_alias="u", channel_alias="c")
+)
+WRITABLE_CHANNEL_SQL = AUTHORIZED_CHANNEL_SQL.format(
+    may=may_sql(WRITE, user_alias="u", channel_alias="c")
+)
 
 RETRIEVE_SQL = f"""
     WITH allowed AS ({READABLE_CHANNEL_SQL})
@@ -180,16 +184,6 @@ class FastPathMiddleware:
         return None
 
 
-def _fetchone(sql: str, params: list):
-    """One row of a statement, on Django's connection but with a psycopg cursor of its own:
-    server-side parameters, so that PostgreSQL prepares the statement once per connection and
-    plans it only once (Django's cursors bind client-side)."""
-    connection.ensure_connection()
-    with psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params, prepare=True)
-        return cursor.fetchone()
-
-
 def _json_response(body: bytes, status: int = 200) -> HttpResponse:
     return HttpResponse(body, content_type="application/json", status=status)
 
@@ -197,7 +191,7 @@ def _json_response(body: bytes, status: int = 200) -> HttpResponse:
 def retrieve(channel_id: int, pk: int, key_hash: str) -> HttpResponse | None:
     if channel_id > INT64_MAX or pk > INT64_MAX:
         return None
-    row = _fetchone(RETRIEVE_SQL, [key_hash, channel_id, channel_id, pk])
+    row = fetchone_prepared(RETRIEVE_SQL, [key_hash, channel_id, channel_id, pk])
     if row is None:
         return None
     response = _json_response(row[0].encode())
@@ -298,7 +292,7 @@ def list_page(request, channel_id: int, key_hash: str) -> HttpResponse | None:
             (SELECT {results_sql} FROM page AS p)
         FROM counted
     """
-    row = _fetchone(sql, [key_hash, channel_id, *count_params, *walk_params, *page_params])
+    row = fetchone_prepared(sql, [key_hash, channel_id, *count_params, *walk_params, *page_params])
     allowed, total, deltas, results = row
     if allowed is None:
         return None
@@ -406,7 +400,7 @@ def create(request, channel_id: int, key_hash: str) -> HttpResponse | None:
         action_id,
     ]
     try:
-        row = _fetchone(sql, params)
+        row = fetchone_prepared(sql, params)
     except (psycopg.errors.IntegrityError, psycopg.errors.DataError):
         return None  # nothing was written; the regular view says what is wrong
     if row is None:
@@ -415,12 +409,12 @@ def create(request, channel_id: int, key_hash: str) -> HttpResponse | None:
     # The record is stored: from here on the answer is 201 with it, whatever happens (the
     # next report of the object supersedes what this one could not).
     try:
-        others = _fetchone(
+        others = fetchone_prepared(
             OTHER_ACTIVE_SQL,
             [channel_id, record.content_type_id, record.object_id, record.pk],
         )[0]
         if others and services.supersede_recorded(channel_id, [record], now=now):
-            body = _fetchone(RETRIEVE_SQL, [key_hash, channel_id, channel_id, record.pk])[0]
+            body = fetchone_prepared(RETRIEVE_SQL, [key_hash, channel_id, channel_id, record.pk])[0]
     except (DatabaseError, psycopg.Error):
         logger.warning("supersede after a report failed", exc_info=True)
         connection.close()
@@ -448,15 +442,14 @@ def update(
     payload = _json_body(request)
     if payload is NO_BODY:
         return None
-    row = _fetchone(RECORD_FOR_WRITE_SQL, [key_hash, channel_id, channel_id, pk])
+    row = fetchone_prepared(RECORD_FOR_WRITE_SQL, [key_hash, channel_id, channel_id, pk])
     if row is None:
         return None
     has_endpoint, *values = row
     failed = FailedIntegration.from_db(connection.alias, STORED_ATTNAMES, values)
-    # The update and the supersede it may call for are one transaction: should either fail,
-    # nothing is written, and the regular view answers.
-    with transaction.atomic():
-        failed = services.failed_integration_update(failed=failed, payload=payload, partial=partial)
+    # Should the update fail, nothing is written (the service makes an update and the supersede
+    # it calls for one transaction), and the regular view answers.
+    failed = services.failed_integration_update(failed=failed, payload=payload, partial=partial)
     data = failed_integration_data(failed, has_endpoint=has_endpoint)
     response = _json_response(orjson.dumps(data, option=orjson.OPT_UTC_Z, default=str))
     response["ETag"] = etag(failed.pk, failed.modified_date)

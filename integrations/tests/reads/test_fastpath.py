@@ -38,13 +38,13 @@ FAST_STATEMENTS: list[str] = []
 @pytest.fixture(autouse=True)
 def _count_fast_statements(monkeypatch):
     """Counts the fast path's statements (its own cursor is not Django's, which logs queries)."""
-    original = fastpath._fetchone
+    original = fastpath.fetchone_prepared
 
     def counted(sql, params):
         FAST_STATEMENTS.append(sql)
         return original(sql, params)
 
-    monkeypatch.setattr(fastpath, "_fetchone", counted)
+    monkeypatch.setattr(fastpath, "fetchone_prepared", counted)
 
 
 def fast_answer(client, path: str, params: dict):
