@@ -120,6 +120,11 @@ AUTHORIZED_CHANNEL_SQL = f"""
     JOIN auth_user u ON u.id = t.user_id
     WHERE c.id = %s AND {authenticates_sql("t", "u")} AND {{may}}
 """
+# The guard of a statement that the regular view runs, which has checked the request's access
+# to the channel itself.
+CHANNEL_SQL = """
+    SELECT c.id, c.retry_endpoint <> '' AS has_endpoint FROM integrations_channel c WHERE c.id = %s
+"""
 READABLE_CHANNEL_SQL = AUTHORIZED_CHANNEL_SQL.format(
     may=may_sql(READ, user_alias="u", channel_alias="c")
 )
@@ -171,7 +176,10 @@ class FastPathMiddleware:
             match = self.list_route.match(path)
             ids = _ids(match) if match else None
             if ids and method == "GET":
-                return list_page(request, *ids, key_hash)
+                channel_id = ids[0]
+                return list_page(
+                    request, channel_id, (READABLE_CHANNEL_SQL, [key_hash, channel_id])
+                )
             if ids and method == "POST":
                 return create(request, *ids, key_hash)
         except APIException:
@@ -199,7 +207,12 @@ def retrieve(channel_id: int, pk: int, key_hash: str) -> HttpResponse | None:
     return response
 
 
-def list_page(request, channel_id: int, key_hash: str) -> HttpResponse | None:
+def list_page(request, channel_id: int, guard: tuple[str, list]) -> HttpResponse | None:
+    """A list page in one statement, which both front doors run: this middleware, with the
+    token's guard, and the regular view on PostgreSQL (`CHANNEL_SQL`), so that a page is found
+    by the same plan whoever asks. `guard`: a statement of the channel's id and whether it has
+    a retry endpoint, when the request may read it. None when the regular view's queryset is
+    to answer (an error, or a filter with no SQL form)."""
     if channel_id > INT64_MAX:
         return None
     params = request.GET
@@ -281,7 +294,7 @@ def list_page(request, channel_id: int, key_hash: str) -> HttpResponse | None:
         f"SELECT {JSON_COLUMNS} FROM {TABLE} AS fi WHERE fi.id IN ({chosen}) ORDER BY {order}"
     )
     sql = f"""
-        WITH allowed AS ({READABLE_CHANNEL_SQL}),
+        WITH allowed AS ({guard[0]}),
         counted(total, deltas) AS ({count_sql}),
         {walk_cte}
         page AS ({page_sql})
@@ -292,7 +305,7 @@ def list_page(request, channel_id: int, key_hash: str) -> HttpResponse | None:
             (SELECT {results_sql} FROM page AS p)
         FROM counted
     """
-    row = fetchone_prepared(sql, [key_hash, channel_id, *count_params, *walk_params, *page_params])
+    row = fetchone_prepared(sql, [*guard[1], *count_params, *walk_params, *page_params])
     allowed, total, deltas, results = row
     if allowed is None:
         return None

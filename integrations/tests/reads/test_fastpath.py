@@ -20,12 +20,19 @@ from integrations.tests.reads.test_filtersets import CASES
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres_only]
 
 
+class QuerysetListView(FailedIntegrationListView):
+    """The list view answering from its queryset, the reference the statement is held to."""
+
+    page_statement = False
+
+
 def regular_answer(user, channel, path: str, params: dict, pk: int | None = None):
-    """The answer of the DRF view itself, without the middleware in front of it."""
+    """The answer of the DRF view itself from its queryset, without the middleware in front of
+    it."""
     request = APIRequestFactory().get(path, params)
     force_authenticate(request, user=user)
     if pk is None:
-        response = FailedIntegrationListView.as_view()(request, channel_id=channel.pk)
+        response = QuerysetListView.as_view()(request, channel_id=channel.pk)
     else:
         response = FailedIntegrationDetailView.as_view()(request, channel_id=channel.pk, pk=pk)
     response.render()
@@ -63,6 +70,29 @@ def test_a_list_page_is_one_statement(api_client, staff_user, channel, records):
 
     assert (status, statements) == (200, 1)
     assert (status, body) == regular_answer(staff_user, channel, path, {"limit": 2})
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": 2},
+        {"sort": "-retry_count", "reason_type": "remote", "limit": 2},
+        {"page": 2, "limit": 1},
+    ],
+)
+def test_the_regular_view_finds_a_page_by_the_same_statement(staff_user, channel, records, params):
+    """A front door other than the token's (a session, the console) gets the statement's
+    page, and its plan, too."""
+    path = f"/api/v1/channel/{channel.pk}/failed_integrations/"
+    request = APIRequestFactory().get(path, params)
+    force_authenticate(request, user=staff_user)
+    FAST_STATEMENTS.clear()
+
+    response = FailedIntegrationListView.as_view()(request, channel_id=channel.pk)
+
+    assert len(FAST_STATEMENTS) == 1 and "WITH allowed AS" in FAST_STATEMENTS[0]
+    answer = response.status_code, json.loads(response.content)
+    assert answer == regular_answer(staff_user, channel, path, params)
 
 
 def test_a_record_is_one_statement(api_client, staff_user, channel, records):
