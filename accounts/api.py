@@ -10,9 +10,13 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 
+from common.logs import bounded
 from common.views_base import JSONAPIView
 
 from .services import token_create
+
+# Enough of a username to tell attempts apart; a password typed there is not logged whole.
+USERNAME_SHOWN = 32
 
 logger = logging.getLogger("accounts.login")
 
@@ -49,7 +53,9 @@ class LoginView(JSONAPIView):
         )
         if user is None or not user.is_active:
             logger.warning(
-                "failed login for username=%r from %s", username, request.META.get("REMOTE_ADDR")
+                "failed login for username %s from %s",
+                bounded(username, USERNAME_SHOWN),
+                request.META.get("REMOTE_ADDR"),
             )
             raise serializers.ValidationError(
                 {"non_field_errors": ["Unable to log in with provided credentials."]}

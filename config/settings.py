@@ -87,9 +87,23 @@ def _embedded_secret_key() -> str:
         return key
 
 
+# Production's own guards: a key an attacker could guess signs sessions and password resets,
+# and a wildcard host lets any Host header through (password-reset links, cache poisoning).
+SECRET_KEY_MIN_LENGTH = 50
+
 if PRODUCTION:
     SECRET_KEY = require("SECRET_KEY")
-    ALLOWED_HOSTS = [h for h in require("ALLOWED_HOSTS").split(",") if h.strip()]
+    if len(SECRET_KEY) < SECRET_KEY_MIN_LENGTH:
+        raise ImproperlyConfigured(
+            f"SECRET_KEY must be at least {SECRET_KEY_MIN_LENGTH} characters when "
+            "DJANGO_ENV=production (for example: python -c 'import secrets; "
+            "print(secrets.token_urlsafe(50))')."
+        )
+    ALLOWED_HOSTS = [h.strip() for h in require("ALLOWED_HOSTS").split(",") if h.strip()]
+    if "*" in ALLOWED_HOSTS:
+        raise ImproperlyConfigured(
+            "ALLOWED_HOSTS must name the service's hosts when DJANGO_ENV=production, not '*'."
+        )
     DATABASE_URL = require("DATABASE_URL")
 else:
     SECRET_KEY = os.environ.get("SECRET_KEY") or _embedded_secret_key()
@@ -265,6 +279,9 @@ LOGGING = {
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
+    "filters": {
+        "one_line_warning": {"()": "common.logs.OneLineWarning"},
+    },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain"},
     },
@@ -272,6 +289,11 @@ LOGGING = {
     "loggers": {
         # 4xx answers are the clients' business; keep the log for faults.
         "django.request": {"level": "ERROR"},
+        # A request with a Host the service does not serve (scanners send them all day): one
+        # warning line, not an error with a traceback.
+        "django.security.DisallowedHost": {"filters": ["one_line_warning"]},
+        # httpx logs every request's URL at INFO, query (and so a webhook's token) included.
+        "httpx": {"level": "WARNING"},
     },
 }
 

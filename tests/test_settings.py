@@ -76,3 +76,33 @@ def test_embedded_mode_needs_nothing(tmp_path):
     assert result.returncode == 0, result.stderr
     # The generated secret key is kept for the next start.
     assert (tmp_path / "secret_key").read_text().strip()
+
+
+PRODUCTION = {
+    "DJANGO_ENV": "production",
+    "SECRET_KEY": "x" * 60,
+    "ALLOWED_HOSTS": "api.example.com",
+    "DATABASE_URL": "postgres://user@db.example.com/fi",
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("SECRET_KEY", "x", "SECRET_KEY must be at least 50 characters"),
+        ("SECRET_KEY", "k" * 49, "SECRET_KEY must be at least 50 characters"),
+        ("ALLOWED_HOSTS", "*", "ALLOWED_HOSTS must name the service's hosts"),
+        ("ALLOWED_HOSTS", "api.example.com, *", "ALLOWED_HOSTS must name the service's hosts"),
+    ],
+)
+def test_fail_production_with_a_guessable_key_or_any_host(tmp_path, name, value, message):
+    result = django_check({**PRODUCTION, name: value}, tmp_path)
+
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_production_starts_with_a_long_key_and_named_hosts(tmp_path):
+    result = django_check({**PRODUCTION, "SECRET_KEY": "k" * 50}, tmp_path)
+
+    assert result.returncode == 0, result.stderr

@@ -25,6 +25,7 @@ from functools import cache
 
 import orjson
 import psycopg
+from django.core.exceptions import DisallowedHost
 from django.db import DatabaseError, InterfaceError, OperationalError, connection
 from django.http import HttpResponse
 from django.urls import get_resolver
@@ -163,6 +164,10 @@ class FastPathMiddleware:
         path = path[len(self.prefix) :]
         header = request.META.get("HTTP_AUTHORIZATION")
         if not header:
+            return None
+        try:
+            request.get_host()  # a Host the service does not serve: the regular path's 400
+        except DisallowedHost:
             return None
         try:
             key_hash = hash_key(key_from_header(header))

@@ -122,10 +122,16 @@ def check_references(
         for item in items
         if item.get("integration_action_id") is not None
     }
-    action_channels = (
-        dict(IntegrationAction.objects.filter(pk__in=action_ids).values_list("pk", "channel_id"))
+    # Only the channel's own actions are looked up: another channel's answers exactly as one
+    # that does not exist, so that no channel can learn which actions other channels have.
+    known_actions = (
+        set(
+            IntegrationAction.objects.filter(pk__in=action_ids, channel_id=channel_id).values_list(
+                "pk", flat=True
+            )
+        )
         if action_ids
-        else {}
+        else set()
     )
     results: list[dict[str, list[str]]] = []
     for item in items:
@@ -137,16 +143,8 @@ def check_references(
                 "See /api/v1/content_types/."
             ]
         action_id = item.get("integration_action_id")
-        if action_id is not None:
-            owner = action_channels.get(action_id)
-            if owner is None:
-                errors["integration_action"] = [
-                    f'Invalid pk "{action_id}" - object does not exist.'
-                ]
-            elif owner != channel_id:
-                errors["integration_action"] = [
-                    f"Integration action {action_id} belongs to another channel."
-                ]
+        if action_id is not None and action_id not in known_actions:
+            errors["integration_action"] = [f'Invalid pk "{action_id}" - object does not exist.']
         results.append(errors)
     return results
 

@@ -292,14 +292,24 @@ def test_fail_create_with_another_channels_integration_action(
     foreign = IntegrationAction.objects.create(
         channel=other_channel, content_type=product_type, object_id=1
     )
-    payload["integration_action"] = foreign.pk
+    missing = foreign.pk + 1000
+    answers = {}
+    for action_id in (foreign.pk, missing):
+        payload["integration_action"] = action_id
+        response = api_client.post(list_url(channel.pk), payload, format="json")
+        answers[action_id] = response.status_code, response.json()
 
-    response = api_client.post(list_url(channel.pk), payload, format="json")
-
-    assert response.status_code == 400
-    assert response.json() == {
-        "integration_action": [f"Integration action {foreign.pk} belongs to another channel."]
-    }
+    # Another channel's action answers exactly as one that does not exist: no channel learns
+    # which actions others have.
+    assert answers[foreign.pk] == (
+        400,
+        {"integration_action": [f'Invalid pk "{foreign.pk}" - object does not exist.']},
+    )
+    assert answers[missing] == (
+        400,
+        {"integration_action": [f'Invalid pk "{missing}" - object does not exist.']},
+    )
+    assert not FailedIntegration.objects.filter(channel=channel).exists()
 
 
 def test_fail_create_without_required_fields(api_client, channel):

@@ -1,0 +1,81 @@
+"""Holes a security review found, each closed on both databases and both paths."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from integrations.models import FailedIntegration
+
+pytestmark = pytest.mark.django_db
+
+EVIL_HOST = "evil.example"
+
+
+@pytest.fixture
+def payload(channel, product_type) -> dict:
+    return {
+        "version_date": "2025-06-27T08:38:26.936Z",
+        "reason_type": "remote",
+        "content_type": product_type.pk,
+        "object_id": 7,
+    }
+
+
+def list_url(channel_id: int) -> str:
+    return f"/api/v1/channel/{channel_id}/failed_integrations/"
+
+
+@pytest.mark.parametrize("method", ["GET list", "GET", "PATCH", "PUT", "POST"])
+def test_a_host_the_service_does_not_serve_is_refused_and_nothing_changes(
+    api_client, channel, make_failed, payload, method, caplog
+):
+    """On PostgreSQL the fast path answers these requests; it must refuse the Host as the
+    regular path does (a bad Host poisons the links of a page, for one)."""
+    record = make_failed(object_id=7, retry_count=0)
+    before = FailedIntegration.objects.values().get(pk=record.pk)
+    detail = f"{list_url(channel.pk)}{record.pk}/"
+    requests = {
+        "GET list": lambda: api_client.get(list_url(channel.pk), HTTP_HOST=EVIL_HOST),
+        "GET": lambda: api_client.get(detail, HTTP_HOST=EVIL_HOST),
+        "PATCH": lambda: api_client.patch(
+            detail, {"retry_count": 3}, format="json", HTTP_HOST=EVIL_HOST
+        ),
+        "PUT": lambda: api_client.put(
+            detail, {**payload, "retry_count": 3}, format="json", HTTP_HOST=EVIL_HOST
+        ),
+        "POST": lambda: api_client.post(
+            list_url(channel.pk), {**payload, "object_id": 8}, format="json", HTTP_HOST=EVIL_HOST
+        ),
+    }
+
+    with caplog.at_level(logging.WARNING):
+        response = requests[method]()
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "bad_request"
+    assert FailedIntegration.objects.values().get(pk=record.pk) == before
+    assert FailedIntegration.objects.filter(channel=channel).count() == 1
+    # One warning line, not an error with a traceback.
+    logged = [r for r in caplog.records if r.name == "django.security.DisallowedHost"]
+    assert logged
+    assert all(r.levelno == logging.WARNING and not r.exc_info for r in logged)
+
+
+def test_a_failed_login_logs_a_bounded_escaped_username(anonymous_client, staff_user, caplog):
+    """A password typed into the username field must not reach the log whole, nor may a
+    username forge log lines."""
+    typed = "Correct-Horse-Battery-Staple-1234567890-and-more-text-to-pass-the-bound\nFORGED"
+
+    with caplog.at_level(logging.WARNING):
+        response = anonymous_client.post(
+            "/api/v1/auth/login/", {"username": typed, "password": "wrong"}, format="json"
+        )
+
+    assert response.status_code == 400
+    (logged,) = [r for r in caplog.records if "failed login" in r.getMessage()]
+    message = logged.getMessage()
+    assert "\n" not in message
+    assert typed not in message and "FORGED" not in message
+    assert "Correct-Horse" in message  # enough to tell attempts apart
