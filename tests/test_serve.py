@@ -73,3 +73,25 @@ def test_serve_migrates_prints_a_token_and_answers(tmp_path):
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_serve_demo_refuses_a_bind_other_machines_reach(tmp_path):
+    """The demo user (demo/demo) may change every channel: never on the network."""
+    port = free_port()
+    env = {
+        k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE"}
+    }
+    env["DATA_DIR"] = str(tmp_path)
+    for bind in (f"0.0.0.0:{port}", f"[::]:{port}", f"example.com:{port}"):
+        result = subprocess.run(
+            [sys.executable, "manage.py", "serve", "--demo", "--bind", bind],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+        assert result.returncode != 0
+        assert "--demo serves only a loopback address" in result.stderr
+        assert not (tmp_path / "db.sqlite3").exists()  # refused before anything was made

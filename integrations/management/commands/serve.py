@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import ipaddress
 import os
 import subprocess
 import sys
@@ -12,6 +13,21 @@ from django.core.management.base import BaseCommand, CommandError
 from integrations.demo import demo_setup
 
 BASE_DIR = Path(__file__).resolve().parents[3]
+
+
+def is_loopback(bind: str) -> bool:
+    """Whether a gunicorn bind (host:port, [v6]:port, unix:path) is reachable only from this
+    machine."""
+    if bind.startswith(("unix:", "fd://")):
+        return True
+    host = bind.rsplit(":", 1)[0] if bind.count(":") == 1 or bind.startswith("[") else bind
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
 
 
 class Command(BaseCommand):
@@ -53,6 +69,12 @@ class Command(BaseCommand):
     ):
         if workers < 1:
             raise CommandError("--workers must be at least 1.")
+        if demo and not is_loopback(bind):
+            raise CommandError(
+                f"--demo serves only a loopback address (127.0.0.1, [::1], localhost), not "
+                f"{bind!r}: its user 'demo' (password 'demo') may read and change every "
+                "channel. To serve the network, start without --demo, with users of your own."
+            )
         if not no_migrate:
             call_command("migrate", interactive=False, verbosity=0)
         if demo:

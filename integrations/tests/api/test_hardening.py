@@ -79,3 +79,19 @@ def test_a_failed_login_logs_a_bounded_escaped_username(anonymous_client, staff_
     assert "\n" not in message
     assert typed not in message and "FORGED" not in message
     assert "Correct-Horse" in message  # enough to tell attempts apart
+
+
+def test_answers_are_not_kept_by_caches(api_client, anonymous_client, channel, make_failed):
+    """Records and tokens must not stay in a browser's or a proxy's cache (both paths)."""
+    record = make_failed(object_id=9)
+    answers = [
+        api_client.get(list_url(channel.pk)),
+        api_client.get(f"{list_url(channel.pk)}{record.pk}/"),
+        api_client.get(list_url(channel.pk) + "?page=99"),  # a 404
+        anonymous_client.post(
+            "/api/v1/auth/login/", {"username": "nobody", "password": "x"}, format="json"
+        ),
+    ]
+
+    assert [a.status_code for a in answers] == [200, 200, 404, 400]
+    assert all("no-store" in a["Cache-Control"] for a in answers)
