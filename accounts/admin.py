@@ -8,11 +8,21 @@ from .models import Token
 
 @admin.register(Token)
 class TokenAdmin(admin.ModelAdmin):
-    list_display = ("prefix", "user", "name", "created_date", "expires_at", "revoked_at")
+    """Tokens are seen and revoked here, never changed: un-revoking a key, extending it or
+    moving it to another user would keep a key alive that its owner believes dead."""
+
+    list_display = (
+        "prefix",
+        "user",
+        "name",
+        "created_date",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+    )
     list_filter = ("revoked_at",)
     search_fields = ("user__username", "prefix", "name")
-    readonly_fields = ("prefix", "created_date")
-    fields = ("user", "name", "prefix", "created_date", "expires_at", "revoked_at")
+    fields = readonly_fields = list_display
     actions = ["revoke"]
 
     def has_add_permission(self, request):

@@ -10,6 +10,7 @@ from rest_framework import authentication, exceptions
 from common.database import compile_sql
 
 from .models import Token, hash_key
+from .usage import note_use
 
 KEYWORD = "Token"
 
@@ -73,6 +74,7 @@ class TokenAuthentication(authentication.BaseAuthentication):
         for number, (message, _rule) in enumerate(TOKEN_CONDITIONS):
             if not getattr(token, f"condition_{number}"):
                 raise exceptions.AuthenticationFailed(message)
+        note_use(token.key_hash, last_used_at=token.last_used_at)
         return token.user, token
 
     def authenticate_header(self, request):

@@ -34,6 +34,7 @@ from rest_framework.exceptions import APIException, ParseError
 
 from accounts.authentication import authenticates_sql, key_from_header
 from accounts.models import hash_key
+from accounts.usage import note_use
 from common.database import fetchone_prepared, is_postgresql
 from common.fields import INT64_MAX
 from common.pagination import PageRequest, cursor_link, page_links
@@ -171,6 +172,17 @@ class FastPathMiddleware:
             return None
         try:
             key_hash = hash_key(key_from_header(header))
+        except APIException:
+            return None  # the regular view answers the error
+        response = self.route(request, path, key_hash)
+        if response is not None:
+            note_use(key_hash)
+        return response
+
+    def route(self, request, path: str, key_hash: str) -> HttpResponse | None:
+        """The answer of the statement the request is routed to, or None when the regular view
+        is to answer."""
+        try:
             method = request.method
             match = self.detail_route.match(path)
             ids = _ids(match) if match else None
