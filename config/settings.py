@@ -10,6 +10,7 @@ Two modes, chosen by ``DJANGO_ENV``:
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -310,3 +311,16 @@ WORKER_BATCH = env_int("WORKER_BATCH", 32, minimum=1)
 RETENTION_DAYS = env_int("RETENTION_DAYS", 30, minimum=1)
 # Where "retries ran out" events are POSTed (JSON); empty: they are only logged.
 EXHAUSTION_WEBHOOK_URL = os.environ.get("EXHAUSTION_WEBHOOK_URL", "").strip()
+# Networks the service may send requests to although they are not public (loopback, private,
+# link-local, ...: see integrations/dispatch/endpoints.py), comma-separated CIDRs. The embedded
+# mode allows loopback, where its sample receiver listens; production allows none by default.
+ALLOWED_ENDPOINT_NETWORKS = env_list(
+    "ALLOWED_ENDPOINT_NETWORKS", [] if PRODUCTION else ["127.0.0.0/8", "::1/128"]
+)
+for _network in ALLOWED_ENDPOINT_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"ALLOWED_ENDPOINT_NETWORKS: {_network!r} is not a network (e.g. 10.0.0.0/8)."
+        ) from None

@@ -7,6 +7,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from integrations.choices import AttemptOutcome, Backoff, ChannelType, ReasonType, Resolution
+from integrations.dispatch.endpoints import validate_endpoint
 
 
 class Channel(models.Model):
@@ -17,8 +18,11 @@ class Channel(models.Model):
         max_length=32, choices=ChannelType.choices, default=ChannelType.MARKETPLACE
     )
     is_active = models.BooleanField(default=True)
-    # Where the retry engine posts a failed integration to have it retried (optional).
-    retry_endpoint = models.URLField(max_length=1024, blank=True, default="")
+    # Where the retry engine posts a failed integration to have it retried (optional; the
+    # rules of dispatch/endpoints.py, checked again when connecting).
+    retry_endpoint = models.URLField(
+        max_length=1024, blank=True, default="", validators=[validate_endpoint]
+    )
     # Secret for the HMAC-SHA256 signature of retry requests (optional).
     signing_secret = models.CharField(max_length=255, blank=True, default="")
     created_date = models.DateTimeField(auto_now_add=True)

@@ -5,10 +5,11 @@ The worker makes many small POSTs from several threads. On `http.client`, with k
 connections of each thread's own (per origin), an attempt costs less CPU than on a
 general-purpose client whose connection pool the threads share: bench/dispatch --ab measures it
 against httpx.Client and urllib3's PoolManager (results in bench/DISPATCH.md).
-What it does: http and https (certificates verified), a timeout on connecting and on every read
-and write, one retry of a request whose reused connection the server had closed while idle
-(an attempt's or an event's Idempotency-Key makes a repeat harmless), no redirects, and
-answers read up to a limit (a longer answer's rest is dropped with its connection).
+What it does: http and https (certificates verified) to the addresses `endpoints` allows, a
+timeout on connecting and on every read and write, one retry of a request whose reused
+connection the server had closed while idle (an attempt's or an event's Idempotency-Key makes a
+repeat harmless), no redirects, and answers read up to a limit (a longer answer's rest is
+dropped with its connection).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import ssl
 import threading
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from integrations.dispatch.endpoints import checked_connection, url_problem
 
 READ_LIMIT = 64 * 1024  # an answer's body is kept (for the error text) up to this size
 
@@ -53,13 +56,11 @@ class Poster:
         self.tls = ssl.create_default_context()
 
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> Answer:
+        problem = url_problem(url)
+        if problem:
+            raise PostRefused(problem)
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise PostRefused(f"not an http(s) URL: {url!r}")
-        try:
-            port = parts.port
-        except ValueError as exc:
-            raise PostRefused(f"bad port in {url!r}") from exc
+        port = parts.port
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         key = (parts.scheme, parts.hostname, port)
         connections = self._connections()
@@ -106,6 +107,8 @@ class Poster:
             )
         else:
             connection = http.client.HTTPConnection(host, port, timeout=self.timeout)
+        # Resolved, checked (endpoints.py) and connected to the address checked.
+        connection._create_connection = checked_connection
         try:
             connection.connect()
         except TimeoutError as exc:

@@ -35,6 +35,7 @@ from django.utils import timezone
 from common.database import is_postgresql
 from integrations.choices import AttemptOutcome, Resolution
 from integrations.counting import counts
+from integrations.dispatch.endpoints import answer_excerpt
 from integrations.dispatch.poster import Poster, PostFailed, PostRefused, PostTimeout
 from integrations.lifecycle import policies, transitions
 from integrations.models import EngineEvent, FailedIntegration, RetryAttempt
@@ -211,7 +212,9 @@ def post_outcome(poster: Poster, url: str, body: bytes, headers: dict[str, str])
     if 200 <= answer.status < 300:
         return AttemptResult(AttemptOutcome.SUCCESS, answer.status, "")
     return AttemptResult(
-        AttemptOutcome.HTTP_ERROR, answer.status, f"HTTP {answer.status}: {answer.text[:1000]}"
+        AttemptOutcome.HTTP_ERROR,
+        answer.status,
+        f"HTTP {answer.status}: {answer_excerpt(answer.text)}",
     )
 
 

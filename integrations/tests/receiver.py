@@ -27,6 +27,7 @@ class Received:
 class Receiver:
     status: int = 200
     delay: float = 0.0
+    body: bytes = b"{}"  # of every answer
     received: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -43,9 +44,9 @@ class Receiver:
                     time.sleep(receiver.delay)
                 self.send_response(receiver.status)
                 self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", "2")
+                self.send_header("Content-Length", str(len(receiver.body)))
                 self.end_headers()
-                self.wfile.write(b"{}")
+                self.wfile.write(receiver.body)
 
             def log_message(self, *args):
                 pass
