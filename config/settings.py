@@ -311,6 +311,10 @@ WORKER_BATCH = env_int("WORKER_BATCH", 32, minimum=1)
 RETENTION_DAYS = env_int("RETENTION_DAYS", 30, minimum=1)
 # Where "retries ran out" events are POSTed (JSON); empty: they are only logged.
 EXHAUSTION_WEBHOOK_URL = os.environ.get("EXHAUSTION_WEBHOOK_URL", "").strip()
+# After a channel's signing secret is replaced, the previous one goes on signing its requests
+# (beside the new one) for this many hours, so that its channel app can switch without
+# refusing attempts.
+SIGNING_SECRET_OVERLAP_HOURS = env_int("SIGNING_SECRET_OVERLAP_HOURS", 24)
 # Networks the service may send requests to although they are not public (loopback, private,
 # link-local, ...: see integrations/dispatch/endpoints.py), comma-separated CIDRs. The embedded
 # mode allows loopback, where its sample receiver listens; production allows none by default.

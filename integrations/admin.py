@@ -8,6 +8,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import models
 
 from common.fields import format_datetime_utc
+from integrations.dispatch.signing import rotate, secret_status
 from integrations.models import (
     Channel,
     ChannelGrant,
@@ -47,12 +48,64 @@ class RetryPolicyInline(admin.TabularInline):
     extra = 0
 
 
+class EndpointField(forms.URLField):
+    """An endpoint typed without a scheme is taken as https."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("assume_scheme", "https")
+        super().__init__(**kwargs)
+
+
+class ChannelForm(forms.ModelForm):
+    """A channel's settings. Its signing secret is write-only: replaced or removed here, never
+    shown (`signing.rotate`)."""
+
+    new_signing_secret = forms.CharField(
+        required=False,
+        strip=False,
+        max_length=Channel._meta.get_field("signing_secret").max_length,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text=(
+            "Replaces the secret that signs retry requests; the previous one goes on signing "
+            "beside it for a while (SIGNING_SECRET_OVERLAP_HOURS), so that the channel app can "
+            "switch. Leave blank to keep the current one."
+        ),
+    )
+    remove_signing_secret = forms.BooleanField(
+        required=False, help_text="Stop signing retry requests (the previous secret too)."
+    )
+
+    class Meta:
+        model = Channel
+        fields = ("name", "channel_type", "is_active", "retry_endpoint")
+        field_classes = {"retry_endpoint": EndpointField}
+
+
 @admin.register(Channel)
 class ChannelAdmin(admin.ModelAdmin):
+    form = ChannelForm
     inlines = (ChannelGrantInline, RetryPolicyInline)
     list_display = ("id", "name", "channel_type", "is_active", "retry_endpoint")
     list_filter = ("channel_type", "is_active")
     search_fields = ("name",)
+    readonly_fields = ("signing_secret_status",)
+    SETTINGS = ("name", "channel_type", "is_active", "retry_endpoint", "signing_secret_status")
+
+    def get_fields(self, request, obj=None):
+        if obj is not None and not self.has_change_permission(request, obj):
+            return self.SETTINGS  # nothing to write: no write-only inputs
+        return (*self.SETTINGS, "new_signing_secret", "remove_signing_secret")
+
+    @admin.display(description="Signing secret")
+    def signing_secret_status(self, obj):
+        return secret_status(obj) if obj is not None and obj.pk else "not set"
+
+    def save_model(self, request, obj, form, change):
+        if form.cleaned_data.get("remove_signing_secret"):
+            rotate(obj, "")
+        elif form.cleaned_data.get("new_signing_secret"):
+            rotate(obj, form.cleaned_data["new_signing_secret"])
+        super().save_model(request, obj, form, change)
 
 
 @admin.register(IntegrationAction)

@@ -23,8 +23,12 @@ class Channel(models.Model):
     retry_endpoint = models.URLField(
         max_length=1024, blank=True, default="", validators=[validate_endpoint]
     )
-    # Secret for the HMAC-SHA256 signature of retry requests (optional).
+    # Secret for the HMAC-SHA256 signature of retry requests (optional; write-only, replaced
+    # by dispatch/signing.rotate, which keeps the previous one signing for an overlap).
     signing_secret = models.CharField(max_length=255, blank=True, default="")
+    previous_signing_secret = models.CharField(max_length=255, blank=True, default="")
+    previous_secret_valid_until = models.DateTimeField(null=True, blank=True)
+    secret_rotated_at = models.DateTimeField(null=True, blank=True)
     created_date = models.DateTimeField(auto_now_add=True)
     modified_date = models.DateTimeField(auto_now=True)
 

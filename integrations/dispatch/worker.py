@@ -15,8 +15,6 @@ with httpx and urllib3).
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
 import logging
 import os
 import socket
@@ -37,30 +35,28 @@ from integrations.choices import AttemptOutcome, Resolution
 from integrations.counting import counts
 from integrations.dispatch.endpoints import answer_excerpt
 from integrations.dispatch.poster import Poster, PostFailed, PostRefused, PostTimeout
+from integrations.dispatch.signing import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    signature_header,
+    signing_secrets,
+)
 from integrations.lifecycle import policies, transitions
 from integrations.models import EngineEvent, FailedIntegration, RetryAttempt
 from integrations.records.representation import failed_integration_data
 
 logger = logging.getLogger("integrations.dispatch.worker")
 
-SIGNATURE_HEADER = "X-Signature"
-TIMESTAMP_HEADER = "X-Timestamp"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 USER_AGENT = "failed-integrations-retry/1"
 EXHAUSTED = "failed_integration.exhausted"
-
-
-def sign(secret: str, timestamp: str, body: bytes) -> str:
-    """`sha256=<hex>`: HMAC-SHA256 with the channel's secret over `<timestamp>.<body>`."""
-    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
-    return "sha256=" + mac.hexdigest()
 
 
 @dataclass
 class Claimed:
     record: FailedIntegration
     endpoint: str
-    secret: str
+    secrets: tuple[str, ...]  # that sign its request (signing.signing_secrets)
     attempt: RetryAttempt | None = None
 
 
@@ -147,7 +143,7 @@ class Worker:
             )
         records = FailedIntegration.objects.filter(pk__in=ids).select_related("channel")
         return [
-            Claimed(record=r, endpoint=r.channel.retry_endpoint, secret=r.channel.signing_secret)
+            Claimed(record=r, endpoint=r.channel.retry_endpoint, secrets=signing_secrets(r.channel))
             for r in records
         ]
 
@@ -179,8 +175,8 @@ class Worker:
             TIMESTAMP_HEADER: timestamp,
             IDEMPOTENCY_HEADER: attempt.idempotency_key,
         }
-        if item.secret:
-            headers[SIGNATURE_HEADER] = sign(item.secret, timestamp, body)
+        if item.secrets:
+            headers[SIGNATURE_HEADER] = signature_header(item.secrets, timestamp, body)
         return post_outcome(self.poster, item.endpoint, body, headers)
 
 

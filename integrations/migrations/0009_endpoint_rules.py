@@ -6,15 +6,19 @@ import integrations.dispatch.endpoints
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('integrations', '0008_bounds_from_storage_types'),
+        ("integrations", "0008_bounds_from_storage_types"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='channel',
-            name='retry_endpoint',
-            field=models.URLField(blank=True, default='', max_length=1024, validators=[integrations.dispatch.endpoints.validate_endpoint]),
+            model_name="channel",
+            name="retry_endpoint",
+            field=models.URLField(
+                blank=True,
+                default="",
+                max_length=1024,
+                validators=[integrations.dispatch.endpoints.validate_endpoint],
+            ),
         ),
     ]

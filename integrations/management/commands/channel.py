@@ -4,6 +4,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from integrations.choices import ChannelType
+from integrations.dispatch.signing import rotate, secret_status
 from integrations.models import Channel
 
 
@@ -18,7 +19,11 @@ class Command(BaseCommand):
         parser.add_argument("--name")
         parser.add_argument("--type", dest="channel_type", choices=ChannelType.values)
         parser.add_argument("--retry-endpoint", help="URL the retry engine POSTs to ('' clears)")
-        parser.add_argument("--signing-secret", help="HMAC-SHA256 key of retry requests")
+        parser.add_argument(
+            "--signing-secret",
+            help="HMAC-SHA256 key of retry requests ('' stops signing); it replaces the current "
+            "one, which goes on signing beside it for SIGNING_SECRET_OVERLAP_HOURS",
+        )
         parser.add_argument("--inactive", action="store_true", help="mark it inactive")
 
     def handle(
@@ -36,10 +41,11 @@ class Command(BaseCommand):
             ("name", name),
             ("channel_type", channel_type),
             ("retry_endpoint", retry_endpoint),
-            ("signing_secret", signing_secret),
         ):
             if value is not None:
                 setattr(channel, field, value)
+        if signing_secret is not None:
+            rotate(channel, signing_secret)
         if inactive:
             channel.is_active = False
         try:
@@ -52,5 +58,5 @@ class Command(BaseCommand):
         self.stdout.write(
             f"channel {channel.pk}: {channel.name} ({channel.channel_type}), "
             f"retry endpoint {channel.retry_endpoint or '(none)'}, "
-            f"signing secret {'set' if channel.signing_secret else '(none)'}"
+            f"signing secret {secret_status(channel)}"
         )
