@@ -39,3 +39,22 @@ class Token(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.user})"
+
+
+class AttemptCount(models.Model):
+    """How many attempts a key (a login's client address) made in one window of time, counted
+    atomically across processes (`throttle.hit`)."""
+
+    key = models.CharField(max_length=200)
+    window_number = models.BigIntegerField()  # the window's start // its length, in seconds
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["key", "window_number"], name="attempt_count_unique_key_window"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.count} in window {self.window_number}"

@@ -4,13 +4,35 @@ it ends their sessions. A login that only re-hashes the same password revokes no
 
 from __future__ import annotations
 
+import logging
+
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import check_password
+from django.contrib.auth.signals import user_login_failed
 from django.db.models.signals import post_save, pre_save
 from django.dispatch import receiver
 from django.utils import timezone
 
+from common.logs import bounded
+
 from .models import Token
+from .throttle import client_address
+
+logger = logging.getLogger("accounts.login")
+
+# Enough of a username to tell attempts apart; a password typed there is not logged whole.
+USERNAME_SHOWN = 32
+
+
+@receiver(user_login_failed)
+def _log_failed_login(sender, credentials, request=None, **kwargs):
+    """Every failed login, the API's and the admin's, as one line: a bounded, escaped
+    username and the client's address."""
+    username = credentials.get(get_user_model().USERNAME_FIELD, credentials.get("username", ""))
+    address = client_address(request) if request is not None else "-"
+    logger.warning(
+        "failed login for username %s from %s", bounded(username, USERNAME_SHOWN), address
+    )
 
 
 @receiver(pre_save, sender=get_user_model())

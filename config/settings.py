@@ -112,7 +112,7 @@ else:
     DATABASE_URL = os.environ.get("DATABASE_URL", "").strip()
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "accounts.admin_site.ServiceAdminConfig",  # django.contrib.admin, its login throttled
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

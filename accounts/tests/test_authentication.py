@@ -8,6 +8,7 @@ import io
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
+from django.test import override_settings
 from django.utils import timezone
 
 from accounts.models import Token, hash_key
@@ -221,12 +222,8 @@ def test_fail_create_token_command_for_an_unknown_user():
         call_command("create_token", "ghost")
 
 
-def test_fail_logins_beyond_the_rate_answer_429_with_retry_after(
-    anonymous_client, user, monkeypatch
-):
-    from accounts.api import LoginThrottle
-
-    monkeypatch.setattr(LoginThrottle, "THROTTLE_RATES", {"login": "3/minute"})
+@override_settings(LOGIN_RATE="3/minute")
+def test_fail_logins_beyond_the_rate_answer_429_with_retry_after(anonymous_client, user):
     credentials = {"username": "operator", "password": "wrong"}
 
     answers = [anonymous_client.post(LOGIN_URL, credentials, format="json") for _ in range(4)]
