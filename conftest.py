@@ -42,9 +42,14 @@ def user(db):
 
 @pytest.fixture
 def staff_user(db):
-    return get_user_model().objects.create_user(
+    """A staff user as an upgrade from before roles leaves one: operator on every channel."""
+    from integrations.models import ChannelGrant
+
+    user = get_user_model().objects.create_user(
         username="admin", password="s3cret-pass", is_staff=True
     )
+    ChannelGrant.objects.create(user=user, channel=None, role="operator")
+    return user
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The benchmark's staff user and its tokens; prints the key on stdout.
+"""The benchmark's user (a superuser) and its tokens; prints the key on stdout.
 
     python -m bench.auth ours      with DJANGO_SETTINGS_MODULE=config.settings: a key of the
                                    service's own tokens (accounts.services.token_create)
@@ -25,11 +25,13 @@ TOKEN_NAME = "bench/run"  # noqa: S105 - a label, not a secret
 def staff_user():
     from django.contrib.auth import get_user_model
 
+    # A superuser: it may read and write every channel in every revision the benchmark serves
+    # (before roles, staff could; since, a superuser or a global role can).
     user, _ = get_user_model().objects.get_or_create(
-        username=USERNAME, defaults={"is_staff": True, "is_active": True}
+        username=USERNAME, defaults={"is_staff": True, "is_superuser": True, "is_active": True}
     )
-    if not (user.is_staff and user.is_active) or user.has_usable_password():
-        user.is_staff = user.is_active = True
+    if not (user.is_staff and user.is_superuser and user.is_active) or user.has_usable_password():
+        user.is_staff = user.is_superuser = user.is_active = True
         user.set_unusable_password()
         user.save()
     return user

@@ -127,6 +127,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "common.middleware.NoStoreMiddleware",
+    "common.middleware.ContentSecurityPolicyMiddleware",
     "common.middleware.RequestBodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",

@@ -225,8 +225,8 @@ class ContentTypeAdmin(admin.ModelAdmin):
 
 @admin.register(ChannelGrant)
 class ChannelGrantAdmin(admin.ModelAdmin):
-    list_display = ("user", "channel", "can_write", "created_date")
-    list_filter = ("can_write", "channel")
+    list_display = ("user", "channel", "role", "created_date")
+    list_filter = ("role", "channel")
     search_fields = ("user__username",)
     autocomplete_fields = ("user",)
 

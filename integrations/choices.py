@@ -44,6 +44,15 @@ class AttemptOutcome(models.TextChoices):
     LEASE_LOST = "lease_lost", "Answer came after the lease expired (ignored)"
 
 
+class Role(models.TextChoices):
+    """What a grant lets its user do on a channel (or, without a channel, on every channel);
+    each role can do what the ones before it can."""
+
+    VIEWER = "viewer", "viewer: reads"
+    OPERATOR = "operator", "operator: reads, reports, edits records, runs operator actions"
+    ADMIN = "admin", "admin: also the channel's settings and its grants"
+
+
 class ChannelType(models.TextChoices):
     MARKETPLACE = "marketplace", "Marketplace"
     WEB = "web", "Web"

@@ -8,8 +8,8 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from accounts.services import token_create
-from integrations.choices import ChannelType
-from integrations.models import Channel
+from integrations.choices import ChannelType, Role
+from integrations.models import Channel, ChannelGrant
 
 DEMO_CHANNEL_NAME = "Demo marketplace"
 DEMO_USERNAME = "demo"
@@ -38,5 +38,7 @@ def demo_setup() -> Demo:
     if created:
         user.set_password(DEMO_PASSWORD)
         user.save(update_fields=["password"])
+    # The demo shows everything: an admin of every channel.
+    ChannelGrant.objects.update_or_create(user=user, channel=None, defaults={"role": Role.ADMIN})
     _, key = token_create(user=user, name="demo")
     return Demo(channel=channel, username=DEMO_USERNAME, password=DEMO_PASSWORD, key=key)

@@ -6,7 +6,14 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 
-from integrations.choices import AttemptOutcome, Backoff, ChannelType, ReasonType, Resolution
+from integrations.choices import (
+    AttemptOutcome,
+    Backoff,
+    ChannelType,
+    ReasonType,
+    Resolution,
+    Role,
+)
 from integrations.dispatch.endpoints import validate_endpoint
 
 
@@ -244,22 +251,34 @@ class EngineEvent(models.Model):
 
 
 class ChannelGrant(models.Model):
-    """Lets a user (other than staff, who see every channel) at one channel's failures."""
+    """A user's role on one channel, or on every channel (no channel: a global role). Without
+    a grant, only superusers see a channel (`api/access.py`)."""
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="channel_grants"
     )
-    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="grants")
-    # False: a read-only grant (GET answers; writes answer 403).
-    can_write = models.BooleanField(default=True)
+    channel = models.ForeignKey(
+        Channel,
+        on_delete=models.CASCADE,
+        related_name="grants",
+        null=True,
+        blank=True,
+        help_text="Leave empty for a role on every channel.",
+    )
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.OPERATOR)
     created_date = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["user", "channel"]
         constraints = [
-            models.UniqueConstraint(fields=["user", "channel"], name="channel_grant_unique")
+            models.UniqueConstraint(fields=["user", "channel"], name="channel_grant_unique"),
+            models.UniqueConstraint(
+                fields=["user"],
+                condition=Q(channel__isnull=True),
+                name="channel_grant_one_global_role",
+            ),
         ]
 
     def __str__(self) -> str:
-        mode = "read-write" if self.can_write else "read-only"
-        return f"{self.user} on channel {self.channel_id} ({mode})"
+        where = f"channel {self.channel_id}" if self.channel_id else "every channel"
+        return f"{self.user}: {self.role} on {where}"

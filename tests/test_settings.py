@@ -106,3 +106,24 @@ def test_production_starts_with_a_long_key_and_named_hosts(tmp_path):
     result = django_check({**PRODUCTION, "SECRET_KEY": "k" * 50}, tmp_path)
 
     assert result.returncode == 0, result.stderr
+
+
+def test_production_passes_django_s_deployment_checks(tmp_path):
+    clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "SECRET_KEY"}}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env={
+            **clean,
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "DATA_DIR": str(tmp_path),
+            **PRODUCTION,
+            "SECRET_KEY": "k" * 30 + "Q7-x" * 10,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout

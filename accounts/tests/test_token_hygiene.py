@@ -9,6 +9,8 @@ import io
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.models import Token
@@ -60,9 +62,11 @@ def test_a_token_s_last_use_is_recorded_to_the_minute(
     first = token.last_used_at
     assert first is not None and first >= before
 
-    use()  # within the minute: not written again
+    with CaptureQueriesContext(connection) as queries:
+        use()  # within the minute: not written again, not even tried
     token.refresh_from_db()
     assert token.last_used_at == first
+    assert not [q for q in queries if 'UPDATE "accounts_token"' in q["sql"]]
 
     # A minute later (another process's memory, or this one's, forgotten), written again.
     Token.objects.filter(pk=token.pk).update(last_used_at=first - dt.timedelta(minutes=2))

@@ -1,8 +1,15 @@
-"""Who may see and change which channel's failures.
+"""Who may see and change which channel's failures: roles per channel.
 
-Staff and superusers see every channel. Any other user sees the channels granted to them
-(`ChannelGrant`, in the admin or with `manage.py grant`); a read-only grant lets them read. A
-channel not granted answers exactly as one that does not exist: 404, on every endpoint.
+A user's grant on a channel (or, without a channel, on every channel) gives one role:
+
+* viewer: reads the channel's failures, counts and attempts;
+* operator: also reports failures, edits and deletes records, runs the operator actions;
+* admin: also the channel's settings (retry endpoint, signing secret, policies) and its grants.
+
+Superusers may do everything everywhere. `is_staff` opens the admin site only, within the
+Django permissions the user has; it gives no access to a channel through the API. A channel
+the user may not read answers exactly as one that does not exist: 404, on every endpoint; a
+write beyond the user's role answers 403.
 
 The rule is written once, as conditions on the user (`may`): the regular views have the
 database test them for the request's user, and the fast path's statements are compiled from
@@ -17,18 +24,34 @@ from django.db.models import BooleanField, Exists, Expression, ExpressionWrapper
 from django.db.models.expressions import Col
 
 from common.database import compile_sql, inline_sql
+from integrations.choices import Role
 from integrations.models import Channel, ChannelGrant
 
-READ, WRITE = "read", "write"
+# What a request needs, from the least to the most.
+READ, WRITE, ADMIN = "read", "write", "admin"
+ACCESS_LEVELS = (READ, WRITE, ADMIN)
+# The roles that give each.
+ROLES_FOR = {
+    READ: (Role.VIEWER, Role.OPERATOR, Role.ADMIN),
+    WRITE: (Role.OPERATOR, Role.ADMIN),
+    ADMIN: (Role.ADMIN,),
+}
 
 
-def may(access: str, channel: int | Expression) -> Q:
-    """On the user model: the user may read (READ) or change (WRITE) the records of `channel`,
-    a channel's id or an expression of it."""
-    grants = ChannelGrant.objects.filter(user=OuterRef("pk"), channel_id=channel)
-    if access == WRITE:
-        grants = grants.filter(can_write=True)
-    return Q(is_staff=True) | Q(is_superuser=True) | Q(Exists(grants))
+def allows(granted: str | None, needed: str) -> bool:
+    """Whether access `granted` (`channel_access`'s answer) is at least `needed`."""
+    return granted is not None and ACCESS_LEVELS.index(granted) >= ACCESS_LEVELS.index(needed)
+
+
+def may(access: str, channel: int | Expression | None) -> Q:
+    """On the user model: the user may `access` the records of `channel` (a channel's id or an
+    expression of it; None: every channel, by a global role)."""
+    grants = ChannelGrant.objects.filter(user=OuterRef("pk"), role__in=ROLES_FOR[access])
+    if channel is None:
+        grants = grants.filter(channel__isnull=True)
+    else:
+        grants = grants.filter(Q(channel_id=channel) | Q(channel__isnull=True))
+    return Q(is_superuser=True) | Q(Exists(grants))
 
 
 def may_sql(access: str, *, user_alias: str, channel_alias: str) -> str:
@@ -38,22 +61,32 @@ def may_sql(access: str, *, user_alias: str, channel_alias: str) -> str:
     sql, params = compile_sql(
         user_model, may(access, channel_id), user_alias, {user_model._meta.db_table: user_alias}
     )
-    return inline_sql(sql, params)  # constants only (EXISTS selects a 1)
+    return inline_sql(sql, params)  # constants only (the roles; EXISTS selects a 1)
 
 
-def channel_access(user: AbstractBaseUser, channel_id: int) -> str | None:
-    """READ, WRITE, or None when the user may not know the channel."""
+def channel_access(user: AbstractBaseUser, channel_id: int | None) -> str | None:
+    """The most the user may do on the channel (None: every channel): READ, WRITE or ADMIN,
+    or None when the user may not know it."""
     allowed = {
         access: ExpressionWrapper(may(access, channel_id), output_field=BooleanField())
-        for access in (READ, WRITE)
+        for access in ACCESS_LEVELS
     }
     row = (
         get_user_model()
         .objects.filter(pk=user.pk)
         .annotate(**allowed)
-        .values_list(WRITE, READ)
+        .values_list(*ACCESS_LEVELS)
         .first()
     )
-    if row is None or not row[1]:
+    if row is None:
         return None
-    return WRITE if row[0] else READ
+    granted = [access for access, yes in zip(ACCESS_LEVELS, row, strict=True) if yes]
+    return granted[-1] if granted else None
+
+
+def may_everywhere(user: AbstractBaseUser, access: str) -> bool:
+    """Whether the user may `access` every channel (a global role, or a superuser): what the
+    service-wide settings, such as the known content types, need."""
+    if not (user and user.is_authenticated):
+        return False
+    return get_user_model().objects.filter(pk=user.pk).filter(may(access, None)).exists()

@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from common.pagination import paginated_response
 from common.params import str_param
 from common.views_base import JSONAPIView
+from integrations.api.access import ADMIN, may_everywhere
 from integrations.reads import selectors
 from integrations.records import services
 
@@ -26,11 +27,11 @@ class ContentTypeSerializer(serializers.Serializer):
     )
 
 
-class StaffMayWrite(BasePermission):
-    message = "Only staff users may add content types."
+class GlobalAdminMayWrite(BasePermission):
+    message = "Only an admin of every channel may add content types."
 
     def has_permission(self, request, view):
-        return request.method in SAFE_METHODS or bool(request.user and request.user.is_staff)
+        return request.method in SAFE_METHODS or may_everywhere(request.user, ADMIN)
 
 
 def content_type_data(content_type: ContentType) -> dict:
@@ -40,7 +41,7 @@ def content_type_data(content_type: ContentType) -> dict:
 class ContentTypeListView(JSONAPIView):
     """The kinds of objects a failure can be reported for (`content_type` of a record)."""
 
-    permission_classes = [*JSONAPIView.permission_classes, StaffMayWrite]
+    permission_classes = [*JSONAPIView.permission_classes, GlobalAdminMayWrite]
 
     def get(self, request):
         queryset = selectors.content_type_list(

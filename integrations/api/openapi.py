@@ -219,7 +219,7 @@ CONTENT_TYPES_PATH = {
         },
     },
     "post": {
-        "summary": "Add a content type (staff)",
+        "summary": "Add a content type (an admin of every channel)",
         "tags": ["ContentTypes"],
         "requestBody": {
             "required": True,
@@ -235,7 +235,7 @@ CONTENT_TYPES_PATH = {
                 "content": {"application/json": {"schema": CONTENT_TYPE_SCHEMA}},
             },
             "401": {"$ref": "#/components/responses/401"},
-            "403": _error_response("Only staff users may add content types."),
+            "403": _error_response("Only an admin of every channel may add content types."),
         },
     },
 }

@@ -11,7 +11,7 @@ from common.exceptions import Conflict, PreconditionFailed
 from common.fields import format_datetime_utc
 from common.pagination import PageRequest, cursor_link, paginated_response
 from common.views_base import JSONAPIView
-from integrations.api.access import WRITE, channel_access
+from integrations.api.access import WRITE, allows, channel_access
 from integrations.models import Channel, FailedIntegration, RetryAttempt
 from integrations.reads import fastpath, selectors
 from integrations.records import services
@@ -33,7 +33,7 @@ class ChannelScopedView(JSONAPIView):
         access = channel_access(request.user, channel.pk) if channel is not None else None
         if access is None:
             raise NotFound(CHANNEL_NOT_FOUND)
-        if request.method not in SAFE_METHODS and access != WRITE:
+        if request.method not in SAFE_METHODS and not allows(access, WRITE):
             raise PermissionDenied("Your access to this channel is read-only.")
         self.channel = channel
 

@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 
 from integrations.models import FailedIntegration, IntegrationAction
+from integrations.tests.receiver import Receiver
 
 
 def at(text: str) -> dt.datetime:
@@ -98,3 +99,11 @@ def records(channel, other_channel, product_type, order_type):
     )
     made["action"] = action
     return made
+
+
+@pytest.fixture
+def receiver():
+    """A channel app's retry endpoint on 127.0.0.1, answering as the test tells it."""
+    running = Receiver().start()
+    yield running
+    running.stop()

@@ -294,3 +294,45 @@ def test_no_model_change_lacks_a_migration():
         call_command("makemigrations", check=True, dry_run=True, stdout=out, stderr=out)
     except SystemExit:
         pytest.fail(f"a model change has no migration:\n{out.getvalue()}")
+
+
+@pytest.mark.postgres_only
+def test_roles_keep_everybody_s_access_on_upgrade():
+    """Read-only grants become viewers, read-write grants operators, and staff users (who saw
+    every channel) operators of every channel; superusers need no grant."""
+    require_migrated_database()
+    before, after = ("integrations", "0010_signing_secret_rotation"), ("integrations", "0011_roles")
+    with transaction.atomic():
+        migrate([before], None)
+        old = MigrationExecutor(connection).loader.project_state(before).apps
+        user_model = old.get_model("auth", "User")
+        channel = old.get_model("integrations", "Channel").objects.create(name="c")
+        grant_model = old.get_model("integrations", "ChannelGrant")
+        users = {
+            name: user_model.objects.create(username=name, **flags)
+            for name, flags in {
+                "staff": {"is_staff": True},
+                "root": {"is_staff": True, "is_superuser": True},
+                "reader": {},
+                "writer": {},
+            }.items()
+        }
+        grant_model.objects.create(user=users["reader"], channel=channel, can_write=False)
+        grant_model.objects.create(user=users["writer"], channel=channel, can_write=True)
+        with connection.cursor() as cursor:  # as if committed before the upgrade
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+
+        migrate([after], None)
+        new = MigrationExecutor(connection).loader.project_state(after).apps
+        grants = set(
+            new.get_model("integrations", "ChannelGrant").objects.values_list(
+                "user__username", "channel_id", "role"
+            )
+        )
+        transaction.set_rollback(True)
+
+    assert grants == {
+        ("reader", channel.pk, "viewer"),
+        ("writer", channel.pk, "operator"),
+        ("staff", None, "operator"),
+    }

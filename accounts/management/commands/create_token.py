@@ -17,7 +17,12 @@ class Command(BaseCommand):
             "--create", action="store_true", help="create the user if it does not exist"
         )
         parser.add_argument(
-            "--staff", action="store_true", help="with --create: a staff user (every channel)"
+            "--role",
+            choices=("viewer", "operator", "admin"),
+            help="give the user this role on every channel (see manage.py grant)",
+        )
+        parser.add_argument(
+            "--staff", action="store_true", help="the same as --role operator (before roles)"
         )
         parser.add_argument(
             "--password", default=None, help="with --create: a password for the login endpoint"
@@ -32,6 +37,7 @@ class Command(BaseCommand):
         *args,
         username: str,
         create: bool,
+        role: str | None,
         staff: bool,
         password: str | None,
         name: str,
@@ -43,7 +49,7 @@ class Command(BaseCommand):
         if user is None:
             if not create:
                 raise CommandError(f"No user {username!r}; pass --create to create it.")
-            user = user_model(username=username, is_staff=staff)
+            user = user_model(username=username)
             if password:
                 user.set_password(password)
             else:
@@ -53,6 +59,11 @@ class Command(BaseCommand):
             raise CommandError(f"User {username!r} is inactive.")
         if expires_in is not None and expires_in <= 0:
             raise CommandError("--expires-in must be a positive number of seconds.")
+        role = role or ("operator" if staff else None)
+        if role:
+            from integrations.models import ChannelGrant
+
+            ChannelGrant.objects.update_or_create(user=user, channel=None, defaults={"role": role})
         ttl = dt.timedelta(seconds=expires_in) if expires_in else None
         _, key = token_create(user=user, name=name, ttl=ttl)
         self.stdout.write(key)

@@ -10,28 +10,51 @@ import pytest
 from django.core.management import call_command
 
 from accounts.services import token_create
+from integrations.api.access import READ, WRITE
+from integrations.api.urls import RECORD_ACTIONS, urlpatterns
+from integrations.lifecycle.transitions import OPERATOR_ACTIONS
 from integrations.models import ChannelGrant, FailedIntegration
 
 pytestmark = pytest.mark.django_db
 
+# The access each route and method needs: the one table the matrix below is held to. A route
+# of the API without a row here fails `test_every_route_has_an_access_rule`.
+RULES = {
+    "content-type-list": {"get": "authenticated", "post": "global admin"},
+    "failed-integration-list": {"get": READ, "post": WRITE},
+    "failed-integration-bulk": {"post": WRITE},
+    "failed-integration-stats": {"get": READ},
+    "failed-integration-detail": {"get": READ, "put": WRITE, "patch": WRITE, "delete": WRITE},
+    "failed-integration-attempts": {"get": READ},
+    **{f"failed-integration-bulk-{action}": {"post": WRITE} for action in OPERATOR_ACTIONS},
+    **{f"failed-integration-{action}": {"post": WRITE} for action in RECORD_ACTIONS},
+}
+
+
+def route_methods(pattern) -> set[str]:
+    view = pattern.callback.view_class
+    return {m for m in view.http_method_names if m not in ("options", "head") and hasattr(view, m)}
+
+
+def test_every_route_has_an_access_rule():
+    routes = {pattern.name: route_methods(pattern) for pattern in urlpatterns}
+
+    assert {name: set(methods) for name, methods in RULES.items()} == routes
+
+
+def channel_path(name: str) -> str:
+    """The route's path under /api/v1/channel/{c}/failed_integrations/."""
+    pattern = next(p for p in urlpatterns if p.name == name)
+    route = str(pattern.pattern)
+    return route.split("failed_integrations/", 1)[1].replace("<int:pk>", "{pk}")
+
+
 # (method, path under /api/v1/channel/{c}/failed_integrations/, whether it writes)
 ENDPOINTS = [
-    ("get", "", False),
-    ("post", "", True),
-    ("get", "{pk}/", False),
-    ("put", "{pk}/", True),
-    ("patch", "{pk}/", True),
-    ("delete", "{pk}/", True),
-    ("get", "stats/", False),
-    ("post", "bulk/", True),
-    ("get", "{pk}/attempts/", False),
-    ("post", "retry/", True),
-    ("post", "park/", True),
-    ("post", "unpark/", True),
-    ("post", "deactivate/", True),
-    ("post", "{pk}/retry/", True),
-    ("post", "{pk}/park/", True),
-    ("post", "{pk}/unpark/", True),
+    (method, channel_path(name), access == WRITE)
+    for name, methods in RULES.items()
+    if name.startswith("failed-integration")
+    for method, access in methods.items()
 ]
 
 
@@ -75,10 +98,21 @@ def test_fail_a_channel_not_granted_answers_as_one_that_does_not_exist(
 
 
 @pytest.mark.parametrize(("method", "path", "writes"), ENDPOINTS)
-def test_a_read_only_grant_reads_but_does_not_write(
-    operator_client, user, channel, make_failed, product_type, method, path, writes
+@pytest.mark.parametrize("on_every_channel", [False, True])
+def test_a_viewer_reads_but_does_not_write(
+    operator_client,
+    user,
+    channel,
+    make_failed,
+    product_type,
+    method,
+    path,
+    writes,
+    on_every_channel,
 ):
-    ChannelGrant.objects.create(user=user, channel=channel, can_write=False)
+    ChannelGrant.objects.create(
+        user=user, channel=None if on_every_channel else channel, role="viewer"
+    )
     record = make_failed()
     before = FailedIntegration.objects.count()
 
@@ -97,10 +131,29 @@ def test_a_read_only_grant_reads_but_does_not_write(
 
 
 @pytest.mark.parametrize(("method", "path", "writes"), ENDPOINTS)
-def test_a_read_write_grant_does_everything(
-    operator_client, user, channel, make_failed, product_type, method, path, writes
+@pytest.mark.parametrize(
+    ("role", "on_every_channel"),
+    [("operator", False), ("admin", False), ("operator", True), ("superuser", True)],
+)
+def test_an_operator_an_admin_and_a_superuser_do_everything(
+    operator_client,
+    user,
+    channel,
+    make_failed,
+    product_type,
+    method,
+    path,
+    writes,
+    role,
+    on_every_channel,
 ):
-    ChannelGrant.objects.create(user=user, channel=channel)
+    if role == "superuser":
+        user.is_superuser = True
+        user.save()
+    else:
+        ChannelGrant.objects.create(
+            user=user, channel=None if on_every_channel else channel, role=role
+        )
     record = make_failed(max_retry_count=3)
 
     response = call(operator_client, method, channel, path, record, product_type)
@@ -128,7 +181,24 @@ def test_a_grant_opens_only_its_channel(operator_client, user, channel, other_ch
     assert [row["pk"] for row in listed["results"]] == [mine.pk]
 
 
-def test_staff_see_every_channel(api_client, channel, other_channel, make_failed):
+@pytest.mark.parametrize(("method", "path", "writes"), ENDPOINTS)
+def test_the_staff_flag_alone_opens_no_channel(
+    operator_client, user, channel, make_failed, product_type, method, path, writes
+):
+    """`is_staff` opens the admin site only, within the user's Django permissions."""
+    user.is_staff = True
+    user.save()
+    record = make_failed()
+
+    response = call(operator_client, method, channel, path, record, product_type)
+
+    assert response.status_code == 404
+    assert FailedIntegration.objects.filter(pk=record.pk, is_active=True, parked=False).exists()
+
+
+def test_a_role_on_every_channel_sees_every_channel(
+    api_client, channel, other_channel, make_failed
+):
     theirs = make_failed(channel=other_channel)
 
     response = api_client.get(
@@ -138,12 +208,31 @@ def test_staff_see_every_channel(api_client, channel, other_channel, make_failed
     assert response.status_code == 200
 
 
+def test_a_channel_role_outranks_nothing_elsewhere(
+    operator_client, user, channel, other_channel, make_failed
+):
+    """An admin of one channel is nobody on another."""
+    ChannelGrant.objects.create(user=user, channel=channel, role="admin")
+    theirs = make_failed(channel=other_channel)
+
+    response = operator_client.get(
+        f"/api/v1/channel/{other_channel.pk}/failed_integrations/{theirs.pk}/"
+    )
+
+    assert response.status_code == 404
+
+
 def test_grant_command(user, channel):
     out = io.StringIO()
 
     call_command("grant", user.username, str(channel.pk), "--read-only", stdout=out)
-    assert ChannelGrant.objects.get(user=user, channel=channel).can_write is False
+    assert ChannelGrant.objects.get(user=user, channel=channel).role == "viewer"
     call_command("grant", user.username, str(channel.pk), stdout=out)
-    assert ChannelGrant.objects.get(user=user, channel=channel).can_write is True
+    assert ChannelGrant.objects.get(user=user, channel=channel).role == "operator"
+    call_command("grant", user.username, str(channel.pk), "--role", "admin", stdout=out)
+    assert ChannelGrant.objects.get(user=user, channel=channel).role == "admin"
+    call_command("grant", user.username, "--all-channels", "--role", "viewer", stdout=out)
+    assert ChannelGrant.objects.get(user=user, channel=None).role == "viewer"
     call_command("grant", user.username, str(channel.pk), "--revoke", stdout=out)
+    call_command("grant", user.username, "--all-channels", "--revoke", stdout=out)
     assert not ChannelGrant.objects.filter(user=user).exists()

@@ -69,7 +69,15 @@ def test_fail_filter_with_a_bad_value(api_client, value, message):
     assert response.json() == {"model": [message]}
 
 
-def test_staff_adds_a_content_type_once(api_client):
+@pytest.fixture
+def global_admin(staff_user):
+    from integrations.models import ChannelGrant
+
+    ChannelGrant.objects.filter(user=staff_user, channel=None).update(role="admin")
+    return staff_user
+
+
+def test_an_admin_of_every_channel_adds_a_content_type_once(api_client, global_admin):
     first = api_client.post(URL, {"app_label": "shipping", "model": "shipment"}, format="json")
     again = api_client.post(URL, {"app_label": "shipping", "model": "shipment"}, format="json")
 
@@ -79,9 +87,13 @@ def test_staff_adds_a_content_type_once(api_client):
     assert ContentType.objects.filter(app_label="shipping", model="shipment").count() == 1
 
 
-def test_fail_a_user_without_staff_rights_cannot_add(anonymous_client, user):
+@pytest.mark.parametrize("role", [None, "operator"])
+def test_fail_a_user_who_is_not_an_admin_of_every_channel_cannot_add(anonymous_client, user, role):
     from accounts.services import token_create
+    from integrations.models import ChannelGrant
 
+    if role:
+        ChannelGrant.objects.create(user=user, channel=None, role=role)
     _, key = token_create(user=user)
     response = anonymous_client.post(
         URL, {"app_label": "a", "model": "b"}, format="json", HTTP_AUTHORIZATION=f"Token {key}"
@@ -89,7 +101,7 @@ def test_fail_a_user_without_staff_rights_cannot_add(anonymous_client, user):
 
     assert response.status_code == 403
     assert response.json() == {
-        "detail": "Only staff users may add content types.",
+        "detail": "Only an admin of every channel may add content types.",
         "code": "permission_denied",
     }
 
@@ -102,7 +114,7 @@ def test_fail_a_user_without_staff_rights_cannot_add(anonymous_client, user):
         ({"app_label": "ok"}, "model"),
     ],
 )
-def test_fail_add_with_a_bad_name(api_client, body, field):
+def test_fail_add_with_a_bad_name(api_client, global_admin, body, field):
     response = api_client.post(URL, body, format="json")
 
     assert response.status_code == 400

@@ -95,3 +95,16 @@ def test_answers_are_not_kept_by_caches(api_client, anonymous_client, channel, m
 
     assert [a.status_code for a in answers] == [200, 200, 404, 400]
     assert all("no-store" in a["Cache-Control"] for a in answers)
+
+
+def test_the_admin_pages_carry_a_content_security_policy(client, staff_user):
+    login_page = client.get("/admin/login/")
+    client.force_login(staff_user)
+
+    pages = [login_page, client.get("/admin/")]
+
+    for page in pages:
+        assert page.status_code == 200
+        policy = page["Content-Security-Policy"]
+        assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+        assert "'unsafe-inline'" not in policy.split("script-src", 1)[1].split(";")[0]

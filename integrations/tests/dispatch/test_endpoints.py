@@ -12,16 +12,8 @@ from django.test import override_settings
 from integrations.dispatch import endpoints
 from integrations.models import Channel, FailedIntegration, RetryAttempt
 from integrations.tests.lifecycle.test_engine import make_due, report, run_worker
-from integrations.tests.receiver import Receiver
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def receiver():
-    running = Receiver().start()
-    yield running
-    running.stop()
 
 
 @pytest.mark.parametrize(

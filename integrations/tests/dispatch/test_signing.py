@@ -16,18 +16,10 @@ from django.utils import timezone
 from integrations.dispatch import signing
 from integrations.models import Channel
 from integrations.tests.lifecycle.test_engine import make_due, report, run_worker
-from integrations.tests.receiver import Receiver
 
 pytestmark = pytest.mark.django_db
 
 OLD, NEW = "old-secret-4b1d2f", "new-secret-9c3e7a"
-
-
-@pytest.fixture
-def receiver():
-    running = Receiver().start()
-    yield running
-    running.stop()
 
 
 @pytest.fixture

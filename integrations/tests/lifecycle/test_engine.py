@@ -23,13 +23,6 @@ SECRET = "s3cret-signing-key"
 
 
 @pytest.fixture
-def receiver():
-    running = Receiver().start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
 def retry_channel(channel, receiver):
     channel.retry_endpoint = receiver.url
     channel.signing_secret = SECRET
