@@ -36,9 +36,15 @@ class ChannelScopedView(JSONAPIView):
         if request.method not in SAFE_METHODS and not allows(access, WRITE):
             raise PermissionDenied("Your access to this channel is read-only.")
         self.channel = channel
+        # A channel app's error text is shown to those who may change the channel's records.
+        self.shows_errors = allows(access, WRITE)
 
     def data(self, failed: FailedIntegration) -> dict:
-        return failed_integration_data(failed, has_endpoint=bool(self.channel.retry_endpoint))
+        return failed_integration_data(
+            failed,
+            has_endpoint=bool(self.channel.retry_endpoint),
+            shows_errors=self.shows_errors,
+        )
 
     def get_failed_integration(self, pk: int) -> FailedIntegration:
         failed = selectors.failed_integration_get(channel=self.channel, pk=pk)
@@ -55,7 +61,7 @@ class FailedIntegrationListView(ChannelScopedView):
 
     def get(self, request, channel_id: int):
         if self.page_statement and is_postgresql():
-            guard = (fastpath.CHANNEL_SQL, [self.channel.pk])
+            guard = (fastpath.CHANNEL_SQL, [self.shows_errors, self.channel.pk])
             response = fastpath.list_page(request._request, self.channel.pk, guard)
             if response is not None:
                 return response
@@ -223,18 +229,18 @@ class FailedIntegrationAttemptsView(ChannelScopedView):
         return paginated_response(
             request,
             RetryAttempt.objects.filter(failed_integration=failed).order_by("number"),
-            attempt_data,
+            lambda attempt: attempt_data(attempt, shows_errors=self.shows_errors),
         )
 
 
-def attempt_data(attempt: RetryAttempt) -> dict:
+def attempt_data(attempt: RetryAttempt, *, shows_errors: bool = True) -> dict:
     return {
         "number": attempt.number,
         "started_at": format_datetime_utc(attempt.started_at),
         "finished_at": format_datetime_utc(attempt.finished_at),
         "outcome": attempt.outcome or None,
         "http_status": attempt.http_status,
-        "error": attempt.error,
+        "error": attempt.error if shows_errors else "",
         "worker": attempt.worker,
         "idempotency_key": attempt.idempotency_key,
     }

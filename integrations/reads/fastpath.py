@@ -111,27 +111,34 @@ def _walks(query: ListQuery, need: int) -> bool:
     )
 
 
-JSON_COLUMNS = json_columns_sql("fi", has_endpoint="(SELECT has_endpoint FROM allowed)")
+JSON_COLUMNS = json_columns_sql(
+    "fi",
+    has_endpoint="(SELECT has_endpoint FROM allowed)",
+    shows_errors="(SELECT shows_errors FROM allowed)",
+)
 
 # The token authenticates and its user may read (or write) the channel (access.py): the
-# statement's guard.
+# statement's guard, with what the answer shows (the channel app's error text only to those who
+# may change the channel's records).
 AUTHORIZED_CHANNEL_SQL = f"""
-    SELECT c.id, c.retry_endpoint <> '' AS has_endpoint
+    SELECT c.id, c.retry_endpoint <> '' AS has_endpoint, {{shows}} AS shows_errors
     FROM integrations_channel c
     JOIN accounts_token t ON t.key_hash = %s
     JOIN auth_user u ON u.id = t.user_id
     WHERE c.id = %s AND {authenticates_sql("t", "u")} AND {{may}}
 """
 # The guard of a statement that the regular view runs, which has checked the request's access
-# to the channel itself.
+# to the channel itself; its parameters: whether the answer shows error text, the channel.
 CHANNEL_SQL = """
-    SELECT c.id, c.retry_endpoint <> '' AS has_endpoint FROM integrations_channel c WHERE c.id = %s
+    SELECT c.id, c.retry_endpoint <> '' AS has_endpoint, %s::boolean AS shows_errors
+    FROM integrations_channel c WHERE c.id = %s
 """
 READABLE_CHANNEL_SQL = AUTHORIZED_CHANNEL_SQL.format(
-    may=may_sql(READ, user_alias="u", channel_alias="c")
+    may=may_sql(READ, user_alias="u", channel_alias="c"),
+    shows=may_sql(WRITE, user_alias="u", channel_alias="c"),
 )
 WRITABLE_CHANNEL_SQL = AUTHORIZED_CHANNEL_SQL.format(
-    may=may_sql(WRITE, user_alias="u", channel_alias="c")
+    may=may_sql(WRITE, user_alias="u", channel_alias="c"), shows="TRUE"
 )
 
 RETRIEVE_SQL = f"""

@@ -46,6 +46,9 @@ class RecordField:
     in_cube: bool = False
     # A content type is filtered by id or by `app_label.model`.
     by_content_type_name: bool = False
+    # Answered empty to those who may only read the channel: text a channel app wrote, which
+    # may hold what the app's operators see but its viewers should not.
+    operators_only: bool = False
     description: str = ""  # for the OpenAPI document, where the contract has none
 
     @cached_property
@@ -187,7 +190,11 @@ RECORD_FIELDS: tuple[RecordField, ...] = (
     ),
     R(
         "last_error",
-        description="The channel app's answer to the last failed attempt (truncated).",
+        operators_only=True,
+        description=(
+            "The channel app's answer to the last failed attempt (its status and a short "
+            "excerpt); empty to users who may only read the channel."
+        ),
     ),
     R(
         "resolved_at",

@@ -108,3 +108,33 @@ def test_the_admin_pages_carry_a_content_security_policy(client, staff_user):
         policy = page["Content-Security-Policy"]
         assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
         assert "'unsafe-inline'" not in policy.split("script-src", 1)[1].split(";")[0]
+
+
+@pytest.mark.parametrize(("role", "shown"), [("viewer", False), ("operator", True)])
+def test_a_channel_app_s_error_text_is_shown_to_operators_not_to_viewers(
+    anonymous_client, user, channel, make_failed, role, shown
+):
+    """Both paths: on PostgreSQL the list and the record are the fast path's statements."""
+    from accounts.services import token_create
+    from integrations.models import ChannelGrant, RetryAttempt
+
+    text = "HTTP 500: db_password=hunter2"
+    record = make_failed(object_id=11, last_error=text)
+    RetryAttempt.objects.create(
+        failed_integration=record,
+        number=1,
+        idempotency_key="k1",
+        error=text,
+        worker="w",
+        started_at=record.created_date,
+    )
+    ChannelGrant.objects.create(user=user, channel=channel, role=role)
+    _, key = token_create(user=user)
+    anonymous_client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    detail = f"{list_url(channel.pk)}{record.pk}/"
+
+    listed = anonymous_client.get(list_url(channel.pk)).json()["results"][0]["last_error"]
+    one = anonymous_client.get(detail).json()["last_error"]
+    attempt = anonymous_client.get(f"{detail}attempts/").json()["results"][0]["error"]
+
+    assert [listed, one, attempt] == ([text] * 3 if shown else ["", "", ""])
