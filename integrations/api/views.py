@@ -117,7 +117,16 @@ class FailedIntegrationDetailView(ChannelScopedView):
     """A record. Answers carry an `ETag`; a write with `If-Match` that no longer matches (the
     record changed since it was read) answers 412 and changes nothing."""
 
+    # On PostgreSQL a record is the fast path's statement (`fastpath.retrieve`), whichever
+    # front door it came through; the queryset answers on SQLite and a record not found.
+    record_statement = True
+
     def get(self, request, channel_id: int, pk: int):
+        if self.record_statement and is_postgresql():
+            guard = (fastpath.CHANNEL_SQL, [self.shows_errors, self.channel.pk])
+            response = fastpath.retrieve(self.channel.pk, pk, guard)
+            if response is not None:
+                return response
         return self.record_response(self.get_failed_integration(pk))
 
     def put(self, request, channel_id: int, pk: int):

@@ -141,13 +141,18 @@ WRITABLE_CHANNEL_SQL = AUTHORIZED_CHANNEL_SQL.format(
     may=may_sql(WRITE, user_alias="u", channel_alias="c"), shows="TRUE"
 )
 
-RETRIEVE_SQL = f"""
-    WITH allowed AS ({READABLE_CHANNEL_SQL})
+RECORD_SQL = f"""
+    WITH allowed AS ({{guard}})
     SELECT row_to_json(r)::text, r.pk, r.modified_date FROM (
         SELECT {JSON_COLUMNS} FROM {TABLE} AS fi
         WHERE fi.channel_id = %s AND fi.id = %s AND EXISTS (SELECT 1 FROM allowed)
     ) AS r
 """
+# A record, by either front door (see `retrieve`).
+RETRIEVE_SQL = {
+    guard: RECORD_SQL.format(guard=guard)
+    for guard in (READABLE_CHANNEL_SQL, WRITABLE_CHANNEL_SQL, CHANNEL_SQL)
+}
 
 
 class FastPathMiddleware:
@@ -194,7 +199,8 @@ class FastPathMiddleware:
             match = self.detail_route.match(path)
             ids = _ids(match) if match else None
             if ids and method == "GET":
-                return retrieve(*ids, key_hash)
+                channel_id, pk = ids
+                return retrieve(channel_id, pk, (READABLE_CHANNEL_SQL, [key_hash, channel_id]))
             if ids and method in ("PUT", "PATCH"):
                 return update(request, *ids, key_hash, partial=method == "PATCH")
             match = self.list_route.match(path)
@@ -220,10 +226,13 @@ def _json_response(body: bytes, status: int = 200) -> HttpResponse:
     return HttpResponse(body, content_type="application/json", status=status)
 
 
-def retrieve(channel_id: int, pk: int, key_hash: str) -> HttpResponse | None:
+def retrieve(channel_id: int, pk: int, guard: tuple[str, list]) -> HttpResponse | None:
+    """A record in one statement, which both front doors run, as a list page (`list_page`):
+    the middleware with the token's guard, the regular view on PostgreSQL with the channel's.
+    None when the regular view is to answer (not found, or not allowed)."""
     if channel_id > INT64_MAX or pk > INT64_MAX:
         return None
-    row = fetchone_prepared(RETRIEVE_SQL, [key_hash, channel_id, channel_id, pk])
+    row = fetchone_prepared(RETRIEVE_SQL[guard[0]], [*guard[1], channel_id, pk])
     if row is None:
         return None
     response = _json_response(row[0].encode())
@@ -451,7 +460,9 @@ def create(request, channel_id: int, key_hash: str) -> HttpResponse | None:
             [channel_id, record.content_type_id, record.object_id, record.pk],
         )[0]
         if others and services.supersede_recorded(channel_id, [record], now=now):
-            body = fetchone_prepared(RETRIEVE_SQL, [key_hash, channel_id, channel_id, record.pk])[0]
+            body = fetchone_prepared(
+                RETRIEVE_SQL[WRITABLE_CHANNEL_SQL], [key_hash, channel_id, channel_id, record.pk]
+            )[0]
     except (DatabaseError, psycopg.Error):
         logger.warning("supersede after a report failed", exc_info=True)
         connection.close()

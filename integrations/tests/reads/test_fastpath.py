@@ -26,6 +26,13 @@ class QuerysetListView(FailedIntegrationListView):
     page_statement = False
 
 
+class QuerysetDetailView(FailedIntegrationDetailView):
+    """The record's view answering from its queryset, the reference the statement is held
+    to."""
+
+    record_statement = False
+
+
 def regular_answer(user, channel, path: str, params: dict, pk: int | None = None):
     """The answer of the DRF view itself from its queryset, without the middleware in front of
     it."""
@@ -34,7 +41,7 @@ def regular_answer(user, channel, path: str, params: dict, pk: int | None = None
     if pk is None:
         response = QuerysetListView.as_view()(request, channel_id=channel.pk)
     else:
-        response = FailedIntegrationDetailView.as_view()(request, channel_id=channel.pk, pk=pk)
+        response = QuerysetDetailView.as_view()(request, channel_id=channel.pk, pk=pk)
     response.render()
     return response.status_code, json.loads(response.content)
 
@@ -99,6 +106,24 @@ def test_the_regular_view_finds_a_page_by_the_same_statement(staff_user, channel
     assert len(FAST_STATEMENTS) == 1 and "WITH allowed AS" in FAST_STATEMENTS[0]
     answer = response.status_code, json.loads(response.content)
     assert answer == regular_answer(staff_user, channel, path, params)
+
+
+@pytest.mark.parametrize("role", ["viewer", "operator"])
+def test_the_regular_view_finds_a_record_by_the_same_statement(user, channel, records, role):
+    ChannelGrant.objects.create(user=user, channel=channel, role=role)
+    record = records["c"]
+    FailedIntegration.objects.filter(pk=record.pk).update(last_error="HTTP 502: gone")
+    path = f"/api/v1/channel/{channel.pk}/failed_integrations/{record.pk}/"
+    request = APIRequestFactory().get(path)
+    force_authenticate(request, user=user)
+    FAST_STATEMENTS.clear()
+
+    response = FailedIntegrationDetailView.as_view()(request, channel_id=channel.pk, pk=record.pk)
+
+    assert len(FAST_STATEMENTS) == 1 and "WITH allowed AS" in FAST_STATEMENTS[0]
+    answer = response.status_code, json.loads(response.content)
+    assert answer == regular_answer(user, channel, path, {}, pk=record.pk)
+    assert answer[1]["last_error"] == ("" if role == "viewer" else "HTTP 502: gone")
 
 
 def test_a_record_is_one_statement(api_client, staff_user, channel, records):
