@@ -44,8 +44,8 @@ def hit(key: str, rate: str) -> float | None:
             [key, window],
         )
         count = cursor.fetchone()[0]
-    if random.random() < 0.01:
-        AttemptCount.objects.filter(window_number__lt=int(now // 86400) * 86400 // period).delete()
+    if random.random() < 0.01:  # housekeeping: windows that ended over a day ago count no more
+        AttemptCount.objects.filter(window_number__lt=window - max(1, 86400 // period)).delete()
     if count <= limit:
         return None
     return max(1.0, (window + 1) * period - now)

@@ -39,6 +39,11 @@ class ChannelScopedView(JSONAPIView):
         # A channel app's error text is shown to those who may change the channel's records.
         self.shows_errors = allows(access, WRITE)
 
+    def statement_guard(self) -> tuple[str, list]:
+        """The guard of a fast-path statement this view runs: the channel, whose access
+        `initial` has checked."""
+        return fastpath.CHANNEL_SQL, [self.shows_errors, self.channel.pk]
+
     def data(self, failed: FailedIntegration) -> dict:
         return failed_integration_data(
             failed,
@@ -61,8 +66,7 @@ class FailedIntegrationListView(ChannelScopedView):
 
     def get(self, request, channel_id: int):
         if self.page_statement and is_postgresql():
-            guard = (fastpath.CHANNEL_SQL, [self.shows_errors, self.channel.pk])
-            response = fastpath.list_page(request._request, self.channel.pk, guard)
+            response = fastpath.list_page(request._request, self.channel.pk, self.statement_guard())
             if response is not None:
                 return response
         source = selectors.failed_integration_list_source(
@@ -123,8 +127,7 @@ class FailedIntegrationDetailView(ChannelScopedView):
 
     def get(self, request, channel_id: int, pk: int):
         if self.record_statement and is_postgresql():
-            guard = (fastpath.CHANNEL_SQL, [self.shows_errors, self.channel.pk])
-            response = fastpath.retrieve(self.channel.pk, pk, guard)
+            response = fastpath.retrieve(self.channel.pk, pk, self.statement_guard())
             if response is not None:
                 return response
         return self.record_response(self.get_failed_integration(pk))
