@@ -8,7 +8,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import models
 
 from common.fields import format_datetime_utc
-from integrations.dispatch.signing import rotate, secret_status
+from integrations.dispatch.signing import MIN_SECRET_LENGTH, rotate, secret_status
 from integrations.models import (
     Channel,
     ChannelGrant,
@@ -63,6 +63,7 @@ class ChannelForm(forms.ModelForm):
     new_signing_secret = forms.CharField(
         required=False,
         strip=False,
+        min_length=MIN_SECRET_LENGTH,
         max_length=Channel._meta.get_field("signing_secret").max_length,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
         help_text=(

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
@@ -178,11 +179,17 @@ class RetryPolicy(models.Model):
     reason_type = models.CharField(max_length=15, choices=ReasonType.choices)
     auto_retry = models.BooleanField(default=True)
     backoff = models.CharField(max_length=16, choices=Backoff.choices, default=Backoff.FIXED)
-    backoff_factor = models.FloatField(default=2.0)
-    # The longest wait between two attempts, in seconds (exponential backoff).
-    max_delay = models.PositiveIntegerField(default=24 * 3600)
+    backoff_factor = models.FloatField(
+        default=2.0, validators=[MinValueValidator(1.0), MaxValueValidator(10.0)]
+    )
+    # The longest wait between two attempts, in seconds (exponential backoff): up to 30 days.
+    max_delay = models.PositiveIntegerField(
+        default=24 * 3600, validators=[MaxValueValidator(30 * 24 * 3600)]
+    )
     # Up to this fraction of the wait is added at random, so that retries spread out.
-    jitter = models.FloatField(default=0.0)
+    jitter = models.FloatField(
+        default=0.0, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)]
+    )
 
     class Meta:
         ordering = ["channel", "reason_type"]

@@ -27,14 +27,19 @@ from common.database import compile_sql, inline_sql
 from integrations.choices import Role
 from integrations.models import Channel, ChannelGrant
 
-# What a request needs, from the least to the most.
+# What a request needs, from the least to the most, and the role that gives it.
 READ, WRITE, ADMIN = "read", "write", "admin"
 ACCESS_LEVELS = (READ, WRITE, ADMIN)
-# The roles that give each.
+ROLE_OF = {READ: Role.VIEWER, WRITE: Role.OPERATOR, ADMIN: Role.ADMIN}
+# The roles that give each: its own and the ones above it.
 ROLES_FOR = {
-    READ: (Role.VIEWER, Role.OPERATOR, Role.ADMIN),
-    WRITE: (Role.OPERATOR, Role.ADMIN),
-    ADMIN: (Role.ADMIN,),
+    access: tuple(ROLE_OF[level] for level in ACCESS_LEVELS[ACCESS_LEVELS.index(access) :])
+    for access in ACCESS_LEVELS
+}
+# What a request beyond the user's role answers (403), by the access it needed.
+BEYOND_ROLE = {
+    WRITE: "Your access to this channel is read-only.",
+    ADMIN: "Only an admin of this channel may do this.",
 }
 
 

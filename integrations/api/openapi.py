@@ -9,7 +9,7 @@ is loaded as it is and only extended:
   any subset of the fields;
 * the 200 bodies of PUT and PATCH (the whole updated object);
 * the list's filters and sorting, the group counts and bulk intake, and the endpoints the service
-  adds (login, content types).
+  adds (login, content types, channels' settings and grants).
 """
 
 from __future__ import annotations
@@ -22,14 +22,18 @@ from typing import Any
 
 import django_filters
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db.models import PositiveIntegerField
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common.fields import INT32_MAX
 from integrations.api.urls import RECORD_ACTIONS
-from integrations.choices import AttemptOutcome, State
+from integrations.choices import AttemptOutcome, Backoff, ChannelType, ReasonType, Role, State
+from integrations.dispatch.signing import MIN_SECRET_LENGTH
 from integrations.lifecycle.transitions import OPERATOR_ACTIONS as ACTIONS
+from integrations.models import Channel, RetryPolicy
 from integrations.reads.filtersets import (
     MAX_LIST_ITEMS,
     SORT_FIELDS,
@@ -498,6 +502,292 @@ def _attempts_path() -> dict[str, Any]:
     }
 
 
+CHANNELS_PATH = "/api/v1/channels/"
+CHANNEL_PATH = "/api/v1/channels/{channel_id}/"
+GRANTS_PATH = "/api/v1/channels/{channel_id}/grants/"
+GRANT_PATH = "/api/v1/channels/{channel_id}/grants/{grant_id}/"
+
+
+def _model_field_schema(model, name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` with the bounds of the model field's validators and its maximum length."""
+    field = model._meta.get_field(name)
+    schema = dict(schema)
+    for validator in field.validators:
+        if isinstance(validator, MinValueValidator):
+            schema["minimum"] = validator.limit_value
+        elif isinstance(validator, MaxValueValidator):
+            schema["maximum"] = validator.limit_value
+    if isinstance(field, PositiveIntegerField):
+        schema.setdefault("minimum", 0)
+    if field.max_length and schema.get("type") == "string":
+        schema["maxLength"] = field.max_length
+    return schema
+
+
+def _policy_schema(*, write: bool) -> dict[str, Any]:
+    properties = {
+        "auto_retry": {"type": "boolean"},
+        "backoff": {"type": "string", "enum": list(Backoff.values)},
+        "backoff_factor": _model_field_schema(RetryPolicy, "backoff_factor", {"type": "number"}),
+        "max_delay": _model_field_schema(RetryPolicy, "max_delay", {"type": "integer"}),
+        "jitter": _model_field_schema(RetryPolicy, "jitter", {"type": "number"}),
+    }
+    if write:
+        return {
+            "type": "object",
+            "properties": properties,
+            "additionalProperties": False,
+            "nullable": True,
+            "description": "The settings to change (the others stay); null: the default policy.",
+        }
+    properties["default"] = {
+        "type": "boolean",
+        "description": "No policy of the channel's own: the service's default.",
+    }
+    return {"type": "object", "properties": properties, "required": list(properties)}
+
+
+# Text a serializer takes: no null character, and something left after trimming.
+_NAME_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
+
+
+def _channel_schemas() -> dict[str, dict[str, Any]]:
+    reasons = list(ReasonType.values)
+    timestamp = {"type": "string", "format": "date-time", "readOnly": True}
+    read = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer", "readOnly": True},
+            "name": {"type": "string"},
+            "channel_type": {"type": "string", "enum": list(ChannelType.values)},
+            "is_active": {"type": "boolean"},
+            "retry_endpoint": {"type": "string"},
+            "signing_secret": {
+                "type": "object",
+                "description": "Whether a secret signs retry requests; never the secret.",
+                "properties": {
+                    "set": {"type": "boolean"},
+                    "rotated_at": {**timestamp, "nullable": True},
+                    "previous_signs_until": {**timestamp, "nullable": True},
+                },
+                "required": ["set", "rotated_at", "previous_signs_until"],
+            },
+            "retry_policies": {
+                "type": "object",
+                "properties": {reason: _policy_schema(write=False) for reason in reasons},
+                "required": reasons,
+            },
+            "role": {
+                "type": "string",
+                "enum": list(Role.values),
+                "description": "What the requesting user may do on the channel.",
+            },
+            "created_date": timestamp,
+            "modified_date": timestamp,
+        },
+    }
+    read["required"] = list(read["properties"])
+    secret_field = Channel._meta.get_field("signing_secret")
+    write = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "name": _model_field_schema(
+                Channel, "name", {"type": "string", "pattern": _NAME_PATTERN}
+            ),
+            "channel_type": {"type": "string", "enum": list(ChannelType.values)},
+            "is_active": {"type": "boolean"},
+            "retry_endpoint": _model_field_schema(
+                Channel,
+                "retry_endpoint",
+                {
+                    "type": "string",
+                    "description": (
+                        "An http(s) URL without credentials; empty: none. Its address is "
+                        "checked again when connecting (ALLOWED_ENDPOINT_NETWORKS)."
+                    ),
+                },
+            ),
+            "signing_secret": {
+                "type": "string",
+                "nullable": True,
+                "writeOnly": True,
+                "pattern": rf"^(|[^\x00]{{{MIN_SECRET_LENGTH},{secret_field.max_length}}})$",
+                "description": (
+                    "Replaces the secret (the previous one signs on for "
+                    "SIGNING_SECRET_OVERLAP_HOURS); empty or null: no signing."
+                ),
+            },
+            "retry_policies": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {reason: _policy_schema(write=True) for reason in reasons},
+            },
+        },
+    }
+    new = {**copy.deepcopy(write), "required": ["name"]}
+    grant = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer", "readOnly": True},
+            "user": {"type": "string", "description": "The user's username."},
+            "channel": {
+                "type": "integer",
+                "nullable": True,
+                "description": "null: a role on every channel (read-only here).",
+            },
+            "role": {"type": "string", "enum": list(Role.values)},
+            "created_date": timestamp,
+        },
+        "required": ["id", "user", "channel", "role", "created_date"],
+    }
+    grant_write = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"user": {"type": "string"}, "role": grant["properties"]["role"]},
+        "required": ["user", "role"],
+    }
+    grant_change = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"role": grant["properties"]["role"]},
+        "required": ["role"],
+    }
+    return {
+        "Channel": read,
+        "ChannelWrite": write,
+        "ChannelNew": new,
+        "ChannelGrant": grant,
+        "ChannelGrantWrite": grant_write,
+        "ChannelGrantChange": grant_change,
+    }
+
+
+def _page_of(schema_name: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "count": {"type": "integer"},
+            "next": {"type": "string", "nullable": True},
+            "previous": {"type": "string", "nullable": True},
+            "results": {"type": "array", "items": _schema_ref(schema_name)},
+        },
+        "required": ["count", "next", "previous", "results"],
+    }
+
+
+def _body(schema_name: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": _schema_ref(schema_name)}}}
+
+
+def _channel_paths() -> dict[str, Any]:
+    channel = {"$ref": "#/components/parameters/channel_path"}
+    grant_id = {
+        "name": "grant_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "integer"},
+    }
+    paging = [{"$ref": "#/components/parameters/page"}, {"$ref": "#/components/parameters/limit"}]
+    ok = {"$ref": "#/components/responses/401"}
+    admins = _error_response("Beyond the user's role: the channel's admins only.")
+    grants_tag = ["Channels"]
+    conflict = _error_response("The user has a role on this channel already.")
+    return {
+        CHANNELS_PATH: {
+            "get": {
+                "summary": "The channels the user may see, with the user's role on each",
+                "tags": grants_tag,
+                "parameters": paging,
+                "responses": {"200": _json(_page_of("Channel"), "Channels"), "401": ok},
+            },
+            "post": {
+                "summary": "Add a channel (an admin of every channel)",
+                "tags": grants_tag,
+                "requestBody": _body("ChannelNew"),
+                "responses": {
+                    "201": _json(_schema_ref("Channel"), "Created"),
+                    "401": ok,
+                    "403": _error_response("Only an admin of every channel may add channels."),
+                },
+            },
+        },
+        CHANNEL_PATH: {
+            "get": {
+                "summary": "A channel's settings",
+                "tags": grants_tag,
+                "parameters": [channel],
+                "responses": {"200": _json(_schema_ref("Channel"), "Settings"), "401": ok},
+            },
+            "patch": {
+                "summary": "Change a channel's settings (its admins)",
+                "description": "Any subset of the settings; an unknown key answers 400.",
+                "tags": grants_tag,
+                "parameters": [channel],
+                "requestBody": _body("ChannelWrite"),
+                "responses": {
+                    "200": _json(_schema_ref("Channel"), "The settings afterwards"),
+                    "401": ok,
+                    "403": admins,
+                },
+            },
+        },
+        GRANTS_PATH: {
+            "get": {
+                "summary": "Who has which role on the channel (its admins)",
+                "tags": grants_tag,
+                "parameters": [channel, *paging],
+                "responses": {
+                    "200": _json(_page_of("ChannelGrant"), "Grants"),
+                    "401": ok,
+                    "403": admins,
+                },
+            },
+            "post": {
+                "summary": "Give a user a role on the channel (its admins)",
+                "tags": grants_tag,
+                "parameters": [channel],
+                "requestBody": _body("ChannelGrantWrite"),
+                "responses": {
+                    "201": _json(_schema_ref("ChannelGrant"), "Given"),
+                    "401": ok,
+                    "403": admins,
+                    "409": conflict,
+                },
+            },
+        },
+        GRANT_PATH: {
+            "get": {
+                "summary": "One grant (its channel's admins)",
+                "tags": grants_tag,
+                "parameters": [channel, grant_id],
+                "responses": {
+                    "200": _json(_schema_ref("ChannelGrant"), "The grant"),
+                    "401": ok,
+                    "403": admins,
+                },
+            },
+            "patch": {
+                "summary": "Change a user's role (not one's own, not a role on every channel)",
+                "tags": grants_tag,
+                "parameters": [channel, grant_id],
+                "requestBody": _body("ChannelGrantChange"),
+                "responses": {
+                    "200": _json(_schema_ref("ChannelGrant"), "The grant afterwards"),
+                    "401": ok,
+                    "403": admins,
+                },
+            },
+            "delete": {
+                "summary": "Remove a user's role (not one's own, not a role on every channel)",
+                "tags": grants_tag,
+                "parameters": [channel, grant_id],
+                "responses": {"204": {"description": "Removed"}, "401": ok, "403": admins},
+            },
+        },
+    }
+
+
 def _add_error_responses(path: str, method: str, operation: dict[str, Any]) -> None:
     responses = operation["responses"]
     for status in ("400", "503") + (("413", "415") if method in BODY_METHODS else ()):
@@ -558,6 +848,8 @@ def build_document(contract: dict[str, Any] | None = None) -> dict[str, Any]:
         document["paths"][f"{DETAIL_PATH}{action}/"] = _action_path(action, bulk=False)
     document["paths"]["/api/v1/auth/login/"] = copy.deepcopy(LOGIN_PATH)
     document["paths"]["/api/v1/content_types/"] = copy.deepcopy(CONTENT_TYPES_PATH)
+    schemas.update(_channel_schemas())
+    document["paths"].update(_channel_paths())
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
             _add_error_responses(path, method, operation)

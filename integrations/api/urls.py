@@ -2,6 +2,12 @@ from __future__ import annotations
 
 from django.urls import path
 
+from integrations.api.channels import (
+    ChannelDetailView,
+    ChannelGrantDetailView,
+    ChannelGrantListView,
+    ChannelListView,
+)
 from integrations.api.content_types import ContentTypeListView
 from integrations.api.views import (
     FailedIntegrationActionView,
@@ -18,6 +24,18 @@ RECORD_ACTIONS = ("retry", "park", "unpark")
 
 urlpatterns = [
     path("content_types/", ContentTypeListView.as_view(), name="content-type-list"),
+    path("channels/", ChannelListView.as_view(), name="channel-list"),
+    path("channels/<int:channel_id>/", ChannelDetailView.as_view(), name="channel-detail"),
+    path(
+        "channels/<int:channel_id>/grants/",
+        ChannelGrantListView.as_view(),
+        name="channel-grant-list",
+    ),
+    path(
+        "channels/<int:channel_id>/grants/<int:pk>/",
+        ChannelGrantDetailView.as_view(),
+        name="channel-grant-detail",
+    ),
     path(
         "channel/<int:channel_id>/failed_integrations/",
         FailedIntegrationListView.as_view(),

@@ -11,7 +11,7 @@ from common.exceptions import Conflict, PreconditionFailed
 from common.fields import format_datetime_utc
 from common.pagination import PageRequest, cursor_link, paginated_response
 from common.views_base import JSONAPIView
-from integrations.api.access import WRITE, allows, channel_access
+from integrations.api.access import BEYOND_ROLE, READ, WRITE, allows, channel_access
 from integrations.models import Channel, FailedIntegration, RetryAttempt
 from integrations.reads import fastpath, selectors
 from integrations.records import services
@@ -22,10 +22,13 @@ FAILED_INTEGRATION_NOT_FOUND = "Failed integration not found."
 
 
 class ChannelScopedView(JSONAPIView):
-    """A view under /api/v1/channel/{channel_id}/: the channel must exist and be the user's
-    (else 404, the same answer); a write needs a read-write grant (else 403)."""
+    """A view of one channel (`channel_id` in its route): the channel must exist and be the
+    user's (else 404, the same answer); a request beyond the user's role answers 403. A read
+    needs READ and a write WRITE, unless the view asks for more (`needs`)."""
 
     channel: Channel
+    # The access a request needs, by method; the others: READ to read, WRITE to write.
+    needs: dict[str, str] = {}
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
@@ -33,9 +36,11 @@ class ChannelScopedView(JSONAPIView):
         access = channel_access(request.user, channel.pk) if channel is not None else None
         if access is None:
             raise NotFound(CHANNEL_NOT_FOUND)
-        if request.method not in SAFE_METHODS and not allows(access, WRITE):
-            raise PermissionDenied("Your access to this channel is read-only.")
+        needed = self.needs.get(request.method, READ if request.method in SAFE_METHODS else WRITE)
+        if not allows(access, needed):
+            raise PermissionDenied(BEYOND_ROLE[needed])
         self.channel = channel
+        self.access = access
         # A channel app's error text is shown to those who may change the channel's records.
         self.shows_errors = allows(access, WRITE)
 

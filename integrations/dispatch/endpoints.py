@@ -4,8 +4,9 @@ The service POSTs to URLs that its users type in, from inside the network it run
 rules, a retry endpoint of `http://169.254.169.254/...` or `http://127.0.0.1:5432/` makes it a
 proxy into that network (SSRF). So:
 
-* a URL is `http` or `https`, names a host, carries no user name or password, and its port (if
-  any) is a TCP port (`url_problem`, when the URL is saved and again when it is used);
+* a URL is `http` or `https`, names a host, carries no user name or password, its port (if
+  any) is a TCP port, and a host given as an address is one the service may connect to
+  (`url_problem`, when the URL is saved and again when it is used);
 * the address is checked **when connecting**, after the name is resolved, and the connection
   goes to the address that was checked, so that a name that resolves elsewhere the next time
   (DNS rebinding) gains nothing (`allowed_addresses`): loopback, link-local, private, shared,
@@ -45,7 +46,20 @@ def url_problem(url: str) -> str | None:
         return "The URL must not carry a user name or password; use the channel's secret."
     if port is not None and not 1 <= port <= 65535:
         return "The port must be between 1 and 65535."
+    if _is_address(parts.hostname) and not address_allowed(parts.hostname):
+        return (
+            "The service may not connect to this address (loopback, private, link-local or "
+            "reserved; see ALLOWED_ENDPOINT_NETWORKS)."
+        )
     return None
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
 
 
 def validate_endpoint(url: str) -> None:

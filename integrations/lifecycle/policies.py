@@ -24,6 +24,13 @@ class Policy:
     max_delay: int = 24 * 3600
     jitter: float = 0.0
 
+    # The settings a channel's own policy (`RetryPolicy`) sets.
+    SETTINGS = ("auto_retry", "backoff", "backoff_factor", "max_delay", "jitter")
+
+    @classmethod
+    def of(cls, row: RetryPolicy) -> Policy:
+        return cls(**{name: getattr(row, name) for name in cls.SETTINGS})
+
 
 DEFAULT_POLICIES = {
     ReasonType.MAPPING: Policy(auto_retry=False),
@@ -56,13 +63,7 @@ def forget_policies() -> None:
 def _load_policies(channel_id: int) -> dict[str, Policy]:
     policies = dict(DEFAULT_POLICIES)
     for row in RetryPolicy.objects.filter(channel_id=channel_id):
-        policies[row.reason_type] = Policy(
-            auto_retry=row.auto_retry,
-            backoff=row.backoff,
-            backoff_factor=row.backoff_factor,
-            max_delay=row.max_delay,
-            jitter=row.jitter,
-        )
+        policies[row.reason_type] = Policy.of(row)
     return policies
 
 

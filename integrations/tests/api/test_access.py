@@ -1,6 +1,7 @@
-"""Nobody reaches a channel that is not theirs: every endpoint under a channel answers 404 for
-a channel not granted (as for one that does not exist), and 403 to a write with a read-only
-grant."""
+"""Nobody reaches a channel that is not theirs, nor does more than their role gives: every
+endpoint of a channel answers 404 for a channel not granted (as for one that does not exist),
+and 403 to a request beyond the user's role; the matrix is every route of the URL
+configuration by every role by every method, against one table (`RULES`)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import pytest
 from django.core.management import call_command
 
 from accounts.services import token_create
-from integrations.api.access import READ, WRITE
+from integrations.api.access import ADMIN, BEYOND_ROLE, READ, WRITE, allows
 from integrations.api.urls import RECORD_ACTIONS, urlpatterns
 from integrations.lifecycle.transitions import OPERATOR_ACTIONS
-from integrations.models import ChannelGrant, FailedIntegration
+from integrations.models import Channel, ChannelGrant, FailedIntegration
+
+ACCESS_OF = {"viewer": READ, "operator": WRITE, "admin": ADMIN}
 
 pytestmark = pytest.mark.django_db
 
@@ -21,6 +24,10 @@ pytestmark = pytest.mark.django_db
 # of the API without a row here fails `test_every_route_has_an_access_rule`.
 RULES = {
     "content-type-list": {"get": "authenticated", "post": "global admin"},
+    "channel-list": {"get": "authenticated", "post": "global admin"},
+    "channel-detail": {"get": READ, "patch": ADMIN},
+    "channel-grant-list": {"get": ADMIN, "post": ADMIN},
+    "channel-grant-detail": {"get": ADMIN, "patch": ADMIN, "delete": ADMIN},
     "failed-integration-list": {"get": READ, "post": WRITE},
     "failed-integration-bulk": {"post": WRITE},
     "failed-integration-stats": {"get": READ},
@@ -42,18 +49,18 @@ def test_every_route_has_an_access_rule():
     assert {name: set(methods) for name, methods in RULES.items()} == routes
 
 
-def channel_path(name: str) -> str:
-    """The route's path under /api/v1/channel/{c}/failed_integrations/."""
+def route_template(name: str) -> str:
+    """The route's URL with `{channel}` and `{pk}` to fill in."""
     pattern = next(p for p in urlpatterns if p.name == name)
     route = str(pattern.pattern)
-    return route.split("failed_integrations/", 1)[1].replace("<int:pk>", "{pk}")
+    return "/api/v1/" + route.replace("<int:channel_id>", "{channel}").replace("<int:pk>", "{pk}")
 
 
-# (method, path under /api/v1/channel/{c}/failed_integrations/, whether it writes)
+# (route name, method, the access it needs) of every route of one channel
 ENDPOINTS = [
-    (method, channel_path(name), access == WRITE)
+    (name, method, access)
     for name, methods in RULES.items()
-    if name.startswith("failed-integration")
+    if "{channel}" in route_template(name)
     for method, access in methods.items()
 ]
 
@@ -65,85 +72,96 @@ def operator_client(anonymous_client, user):
     return anonymous_client
 
 
-def body_for(method: str, path: str, product_type) -> object:
+@pytest.fixture
+def targets(channel, make_failed, django_user_model):
+    """What the routes' `{pk}` name: a record, and another user's grant on the channel; and a
+    user with no grant yet, for a new one."""
+    colleague = django_user_model.objects.create_user(username="colleague")
+    django_user_model.objects.create_user(username="newcomer")
+    return {
+        "record": make_failed(max_retry_count=3),
+        "grant": ChannelGrant.objects.create(user=colleague, channel=channel, role="viewer"),
+    }
+
+
+def body_for(name: str, method: str, product_type) -> object:
     item = {
         "version_date": "2025-06-27T08:38:26Z",
         "reason_type": "remote",
         "content_type": product_type.pk,
         "object_id": 5,
     }
-    if path == "bulk/":
+    if name == "failed-integration-bulk":
         return [item]
-    if method in ("post", "put", "patch") and path in ("", "{pk}/"):
+    if name in ("failed-integration-list", "failed-integration-detail") and method != "delete":
         return item
+    if name == "channel-detail":
+        return {"name": "Renamed"}
+    if name == "channel-grant-list":
+        return {"user": "newcomer", "role": "viewer"}
+    if name == "channel-grant-detail":
+        return {"role": "operator"}
     return {}
 
 
-def call(client, method, channel, path, record, product_type):
-    url = f"/api/v1/channel/{channel.pk}/failed_integrations/" + path.format(pk=record.pk)
-    return getattr(client, method)(url, body_for(method, path, product_type), format="json")
+def call(client, name, method, channel, targets, product_type):
+    pk = targets["grant" if name.startswith("channel-grant") else "record"].pk
+    url = route_template(name).format(channel=channel.pk, pk=pk)
+    return getattr(client, method)(url, body_for(name, method, product_type), format="json")
 
 
-@pytest.mark.parametrize(("method", "path", "writes"), ENDPOINTS)
+def assert_nothing_changed(channel, targets):
+    assert FailedIntegration.objects.filter(
+        pk=targets["record"].pk, is_active=True, parked=False, retry_count=1
+    ).exists()
+    assert Channel.objects.get(pk=channel.pk).name == channel.name
+    assert set(ChannelGrant.objects.values_list("user__username", "role")) >= {
+        ("colleague", "viewer")
+    }
+    assert not ChannelGrant.objects.filter(user__username="newcomer").exists()
+
+
+@pytest.mark.parametrize(("name", "method", "access"), ENDPOINTS)
 def test_fail_a_channel_not_granted_answers_as_one_that_does_not_exist(
-    operator_client, channel, make_failed, product_type, method, path, writes
+    operator_client, channel, targets, product_type, name, method, access
 ):
-    record = make_failed()
+    before = FailedIntegration.objects.count()
 
-    response = call(operator_client, method, channel, path, record, product_type)
+    response = call(operator_client, name, method, channel, targets, product_type)
 
     assert response.status_code == 404
     assert response.json() == {"detail": "Channel not found.", "code": "not_found"}
-    assert FailedIntegration.objects.filter(pk=record.pk, is_active=True, parked=False).exists()
+    assert FailedIntegration.objects.count() == before
+    assert_nothing_changed(channel, targets)
 
 
-@pytest.mark.parametrize(("method", "path", "writes"), ENDPOINTS)
-@pytest.mark.parametrize("on_every_channel", [False, True])
-def test_a_viewer_reads_but_does_not_write(
-    operator_client,
-    user,
-    channel,
-    make_failed,
-    product_type,
-    method,
-    path,
-    writes,
-    on_every_channel,
-):
-    ChannelGrant.objects.create(
-        user=user, channel=None if on_every_channel else channel, role="viewer"
-    )
-    record = make_failed()
-    before = FailedIntegration.objects.count()
-
-    response = call(operator_client, method, channel, path, record, product_type)
-
-    if writes:
-        assert response.status_code == 403
-        assert response.json() == {
-            "detail": "Your access to this channel is read-only.",
-            "code": "permission_denied",
-        }
-        assert FailedIntegration.objects.count() == before
-        assert FailedIntegration.objects.filter(pk=record.pk, is_active=True, parked=False).exists()
-    else:
-        assert response.status_code == 200
+def expected_answer(role_gives: str, needed: str) -> str | None:
+    """The 403 message when `needed` is beyond the role, else None."""
+    return None if allows(role_gives, needed) else BEYOND_ROLE[needed]
 
 
-@pytest.mark.parametrize(("method", "path", "writes"), ENDPOINTS)
+@pytest.mark.parametrize(("name", "method", "access"), ENDPOINTS)
 @pytest.mark.parametrize(
     ("role", "on_every_channel"),
-    [("operator", False), ("admin", False), ("operator", True), ("superuser", True)],
+    [
+        ("viewer", False),
+        ("viewer", True),
+        ("operator", False),
+        ("operator", True),
+        ("admin", False),
+        ("admin", True),
+        ("superuser", True),
+    ],
 )
-def test_an_operator_an_admin_and_a_superuser_do_everything(
+def test_each_role_does_what_it_gives_and_nothing_more(
     operator_client,
     user,
     channel,
-    make_failed,
+    targets,
     product_type,
+    name,
     method,
-    path,
-    writes,
+    access,
     role,
     on_every_channel,
 ):
@@ -154,11 +172,67 @@ def test_an_operator_an_admin_and_a_superuser_do_everything(
         ChannelGrant.objects.create(
             user=user, channel=None if on_every_channel else channel, role=role
         )
-    record = make_failed(max_retry_count=3)
+    before = FailedIntegration.objects.count()
+    gives = ADMIN if role == "superuser" else ACCESS_OF[role]
 
-    response = call(operator_client, method, channel, path, record, product_type)
+    response = call(operator_client, name, method, channel, targets, product_type)
 
-    assert response.status_code in (200, 201, 204), response.content
+    refused = expected_answer(gives, access)
+    if refused:
+        assert response.status_code == 403
+        assert response.json() == {"detail": refused, "code": "permission_denied"}
+        assert FailedIntegration.objects.count() == before
+        assert_nothing_changed(channel, targets)
+    else:
+        assert response.status_code in (200, 201, 204), response.content
+
+
+@pytest.mark.parametrize(("name", "method", "access"), ENDPOINTS)
+def test_the_staff_flag_alone_opens_no_channel(
+    operator_client, user, channel, targets, product_type, name, method, access
+):
+    """`is_staff` opens the admin site only, within the user's Django permissions."""
+    user.is_staff = True
+    user.save()
+
+    response = call(operator_client, name, method, channel, targets, product_type)
+
+    assert response.status_code == 404
+    assert_nothing_changed(channel, targets)
+
+
+@pytest.mark.parametrize("name", ["content-type-list", "channel-list"])
+@pytest.mark.parametrize(
+    ("role", "adds"),
+    [(None, False), ("viewer", False), ("operator", False), ("admin", True), ("superuser", True)],
+)
+def test_only_an_admin_of_every_channel_adds_content_types_and_channels(
+    operator_client, user, name, role, adds
+):
+    if role == "superuser":
+        user.is_superuser = True
+        user.save()
+    elif role is not None:
+        ChannelGrant.objects.create(user=user, channel=None, role=role)
+    body = {"app_label": "shop", "model": "basket", "name": "Marketplace C"}
+    body = {k: v for k, v in body.items() if (k == "name") == (name == "channel-list")}
+    url = route_template(name)
+
+    listed = operator_client.get(url)
+    added = operator_client.post(url, body, format="json")
+
+    assert listed.status_code == 200
+    assert added.status_code == (201 if adds else 403), added.content
+    assert Channel.objects.filter(name="Marketplace C").exists() == (
+        adds and name == "channel-list"
+    )
+
+
+@pytest.mark.parametrize("name", ["content-type-list", "channel-list"])
+def test_anonymous_requests_answer_401(anonymous_client, name):
+    for method in RULES[name]:
+        response = getattr(anonymous_client, method)(route_template(name), {}, format="json")
+        assert response.status_code == 401
 
 
 def test_a_grant_opens_only_its_channel(operator_client, user, channel, other_channel, make_failed):
@@ -179,21 +253,6 @@ def test_a_grant_opens_only_its_channel(operator_client, user, channel, other_ch
     )
     listed = operator_client.get(f"/api/v1/channel/{channel.pk}/failed_integrations/").json()
     assert [row["pk"] for row in listed["results"]] == [mine.pk]
-
-
-@pytest.mark.parametrize(("method", "path", "writes"), ENDPOINTS)
-def test_the_staff_flag_alone_opens_no_channel(
-    operator_client, user, channel, make_failed, product_type, method, path, writes
-):
-    """`is_staff` opens the admin site only, within the user's Django permissions."""
-    user.is_staff = True
-    user.save()
-    record = make_failed()
-
-    response = call(operator_client, method, channel, path, record, product_type)
-
-    assert response.status_code == 404
-    assert FailedIntegration.objects.filter(pk=record.pk, is_active=True, parked=False).exists()
 
 
 def test_a_role_on_every_channel_sees_every_channel(

@@ -21,12 +21,13 @@ from django.contrib.contenttypes.models import ContentType
 
 from accounts.services import token_create
 from integrations.api.openapi import (
+    CHANNELS_PATH,
     DETAIL_PATH,
     LIST_PATH,
     build_document,
     load_contract,
 )
-from integrations.models import ChannelGrant, FailedIntegration, IntegrationAction
+from integrations.models import Channel, ChannelGrant, FailedIntegration, IntegrationAction
 
 CONTRACT_OPERATIONS = {
     ("get", LIST_PATH),
@@ -44,6 +45,7 @@ MAX_EXAMPLES = int(os.environ.get("CONTRACT_MAX_EXAMPLES", "40"))
 # enough that no record the run creates reaches its end (an id past it is a negative case that
 # must answer 404).
 ID_WINDOW = 2000
+ENDPOINTS = ["", "https://apps.example.com/retry", "http://127.0.0.1:9/retry"]
 # What a PUT or PATCH can change (is_active and modified_date also change when a newer report
 # supersedes a record, so they do not tell an update).
 WRITTEN_FIELDS = (
@@ -67,6 +69,7 @@ def steer_generation(
     content_type_ids: list[int],
     action_ids: list[int],
     record_ids: range,
+    usernames: list[str],
 ) -> dict:
     """Restricts ids in the document to the ones that can exist.
 
@@ -86,11 +89,17 @@ def steer_generation(
                 parameter["schema"] = content_types
             elif parameter.get("name") == "content_type__in":
                 parameter["schema"]["items"] = content_types
+    schemas = document["components"]["schemas"]
     for name in ("FailedIntegrationWrite", "FailedIntegrationPartial"):
-        properties = document["components"]["schemas"][name]["properties"]
+        properties = schemas[name]["properties"]
         properties["channel"]["enum"] = [channel_id]
         properties["content_type"]["enum"] = content_type_ids
         properties["integration_action"]["enum"] = [*action_ids, None]
+    # A channel's settings: endpoints the rules allow (the rules themselves are the channel
+    # tests'), and users that exist.
+    for name in ("ChannelWrite", "ChannelNew"):
+        schemas[name]["properties"]["retry_endpoint"]["enum"] = ENDPOINTS
+    schemas["ChannelGrantWrite"]["properties"]["user"]["enum"] = usernames
     return document
 
 
@@ -126,7 +135,12 @@ def test_the_served_document_lists_a_404_where_one_is_answered(api_client):
     assert listed.pop(("post", LOGIN_PATH)) is False
     assert listed.pop(("post", "/api/v1/content_types/")) is False
     assert listed.pop(("get", "/api/v1/content_types/")) is True  # a page past the last
-    assert all(path.startswith("/api/v1/channel/{channel_id}/") for _, path in listed)
+    assert listed.pop(("post", CHANNELS_PATH)) is False
+    assert listed.pop(("get", CHANNELS_PATH)) is True
+    assert all(
+        path.startswith(("/api/v1/channel/{channel_id}/", "/api/v1/channels/{channel_id}/"))
+        for _, path in listed
+    )
     assert all(listed.values()), [key for key, has_404 in listed.items() if not has_404]
 
 
@@ -170,12 +184,19 @@ def run_schemathesis(schema_path: Path, base_url: str, key: str, *args: str) -> 
 
 
 @pytest.fixture
-def steered_schema(live_server, channel, product_type, user, tmp_path, make_failed):
+def steered_schema(
+    live_server, channel, product_type, user, tmp_path, make_failed, django_user_model
+):
     """Writes the steered document restricted to some paths; answers (path, key, records)."""
-    # A user without staff rights: adding content types answers 403 during the run, so the set
-    # of valid content types stays the one the document lists.
+    # An admin of the channel, not of every channel: adding content types answers 403 during
+    # the run, so the set of valid content types stays the one the document lists. Grants are
+    # given to its colleagues (nobody changes their own).
     _, key = token_create(user=user, name="contract")
-    ChannelGrant.objects.create(user=user, channel=channel)
+    ChannelGrant.objects.create(user=user, channel=channel, role="admin")
+    colleagues = [
+        django_user_model.objects.create_user(username=f"colleague{n}").get_username()
+        for n in (1, 2)
+    ]
     actions = [
         IntegrationAction.objects.create(channel=channel, content_type=product_type, object_id=n)
         for n in (1, 2)
@@ -189,6 +210,7 @@ def steered_schema(live_server, channel, product_type, user, tmp_path, make_fail
             content_type_ids=list(ContentType.objects.values_list("pk", flat=True)),
             action_ids=[action.pk for action in actions],
             record_ids=range(records[0].pk, records[0].pk + id_window),
+            usernames=colleagues,
         )
         selected = {**document, "paths": {p: document["paths"][p] for p in paths}}
         schema_path = tmp_path / "openapi.json"
@@ -222,7 +244,9 @@ def test_schemathesis_finds_no_failure(live_server, channel, steered_schema):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_schemathesis_finds_no_failure_in_what_the_service_adds(live_server, steered_schema):
+def test_schemathesis_finds_no_failure_in_what_the_service_adds(
+    live_server, channel, steered_schema
+):
     """Group counts, bulk intake, operator actions, attempts and content types: fuzzing and
     stateful phases (the coverage phase's walk over every combination of the list's filters
     is done once, on the list above)."""
@@ -246,6 +270,8 @@ def test_schemathesis_finds_no_failure_in_what_the_service_adds(live_server, ste
     )
 
     assert f"Tested: {operations}" in output, output
+    # Positive cases of the channel's settings really wrote.
+    assert Channel.objects.get(pk=channel.pk).modified_date > channel.modified_date, output[-3000:]
 
 
 @pytest.mark.django_db(transaction=True)

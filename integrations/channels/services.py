@@ -1,0 +1,91 @@
+"""A channel's settings and its grants, as the API changes them: what the admin site does with
+its forms, by the same rules (the model's validators, `signing.rotate`, one grant per user and
+channel).
+
+Every change is logged with who made it and which settings changed (never a secret's value).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+
+from integrations.choices import ReasonType
+from integrations.dispatch.signing import rotate
+from integrations.lifecycle.policies import DEFAULT_POLICIES, Policy, forget_policies
+from integrations.models import Channel, ChannelGrant, RetryPolicy
+
+logger = logging.getLogger(__name__)
+
+# The settings of a channel that are its own columns, written as they are given.
+PLAIN_SETTINGS = ("name", "channel_type", "is_active", "retry_endpoint")
+
+
+def channel_policies(channel: Channel) -> dict[str, tuple[Policy, bool]]:
+    """Per reason type: the policy the channel's records are retried by, and whether it is the
+    channel's own (else the default)."""
+    own = {row.reason_type: Policy.of(row) for row in channel.retry_policies.all()}
+    return {
+        reason: (own.get(reason, DEFAULT_POLICIES[reason]), reason in own)
+        for reason in ReasonType.values
+    }
+
+
+def channel_save(
+    *, channel: Channel, changes: Mapping[str, Any], user: AbstractBaseUser
+) -> list[str]:
+    """Applies validated `changes` to `channel` (new or stored) and saves it; answers the names
+    of the settings given.
+
+    `signing_secret` replaces the secret (the previous one signs on for the overlap) or, empty
+    or null, removes signing. `retry_policies` maps reason types to the settings of their
+    policy to change (the rest stay) or to null (back to the default)."""
+    with transaction.atomic():
+        for name in PLAIN_SETTINGS:
+            if name in changes:
+                setattr(channel, name, changes[name])
+        if "signing_secret" in changes:
+            rotate(channel, changes["signing_secret"] or "")
+        channel.save()
+        for reason, settings in changes.get("retry_policies", {}).items():
+            _policy_save(channel, reason, settings)
+    if "retry_policies" in changes:
+        forget_policies()
+    names = sorted(changes)
+    logger.info("channel %s settings changed by %s: %s", channel.pk, user, ", ".join(names))
+    return names
+
+
+def _policy_save(channel: Channel, reason: str, settings: Mapping[str, Any] | None) -> None:
+    if settings is None:
+        RetryPolicy.objects.filter(channel=channel, reason_type=reason).delete()
+        return
+    current, _ = channel_policies(channel)[reason]
+    values = {name: settings.get(name, getattr(current, name)) for name in Policy.SETTINGS}
+    RetryPolicy.objects.update_or_create(channel=channel, reason_type=reason, defaults=values)
+
+
+def grant_save(*, grant: ChannelGrant, role: str, by: AbstractBaseUser) -> ChannelGrant:
+    """Gives `grant` (new or stored) the role `role`."""
+    created = grant.pk is None
+    grant.role = role
+    grant.save()
+    logger.info(
+        "%s %s %s on channel %s",
+        by,
+        "granted" if created else "changed to",
+        f"{role} to {grant.user}" if created else f"{role} the role of {grant.user}",
+        grant.channel_id,
+    )
+    return grant
+
+
+def grant_delete(*, grant: ChannelGrant, by: AbstractBaseUser) -> None:
+    grant.delete()
+    logger.info(
+        "%s removed the %s role of %s on channel %s", by, grant.role, grant.user, grant.channel_id
+    )
