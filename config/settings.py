@@ -303,6 +303,14 @@ LOGGING = {
 # Bulk intake: the most items one request may carry.
 BULK_MAX_ITEMS = env_int("BULK_MAX_ITEMS", 1000, minimum=1)
 
+# Bulk operator actions (see README, "Bulk actions"): up to this many matched records are acted
+# on within the request; more go to the workers (202 and an operation to follow), in
+# transactions of BULK_ACTION_BATCH records, so that no row stays locked for long. A dry run's
+# confirmation token is good for BULK_ACTION_PREVIEW_MINUTES.
+BULK_ACTION_SYNC_MAX = env_int("BULK_ACTION_SYNC_MAX", 10_000, minimum=1)
+BULK_ACTION_BATCH = env_int("BULK_ACTION_BATCH", 1000, minimum=1)
+BULK_ACTION_PREVIEW_MINUTES = env_int("BULK_ACTION_PREVIEW_MINUTES", 15, minimum=1)
+
 # The retry engine (see README, "The retry life cycle").
 RETRY_TIMEOUT_SECONDS = env_int("RETRY_TIMEOUT_SECONDS", 10, minimum=1)
 RETRY_LEASE_SECONDS = env_int("RETRY_LEASE_SECONDS", 120, minimum=1)

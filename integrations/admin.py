@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin
@@ -10,6 +11,8 @@ from django.db import models
 from common.fields import format_datetime_utc
 from integrations.dispatch.signing import MIN_SECRET_LENGTH, rotate, secret_status
 from integrations.models import (
+    AuditEntry,
+    BulkAction,
     Channel,
     ChannelGrant,
     EngineEvent,
@@ -18,6 +21,7 @@ from integrations.models import (
     RetryAttempt,
     RetryPolicy,
 )
+from integrations.operations.audit import audit
 from integrations.records import services
 from integrations.records.registry import WRITABLE
 from integrations.records.validation import check_references, validate_item
@@ -156,9 +160,25 @@ class FailedIntegrationForm(forms.ModelForm):
 
 def _operator_action(name: str, description: str):
     def action(modeladmin, request, queryset):
-        result = services.failed_integration_action(queryset=queryset, action=name)
+        matched = affected = 0
+        # One audit entry per channel of the selection (the records are named by their pks).
+        for channel_id in sorted(set(queryset.values_list("channel_id", flat=True))):
+            selected = queryset.filter(channel_id=channel_id)
+            pks = sorted(selected.values_list("pk", flat=True))
+            result = services.failed_integration_action(queryset=selected, action=name)
+            audit(
+                user=request.user,
+                channel_id=channel_id,
+                action=name,
+                source=AuditEntry.Source.ADMIN,
+                outcome="done",
+                filters=urlencode({"pk__in": ",".join(map(str, pks))}),
+                matched=result.matched,
+                affected=result.affected,
+            )
+            matched, affected = matched + result.matched, affected + result.affected
         modeladmin.message_user(
-            request, f"{description}: {result.affected} of {result.matched} selected records."
+            request, f"{description}: {affected} of {matched} selected records."
         )
 
     action.__name__ = name
@@ -245,3 +265,32 @@ class EngineEventAdmin(admin.ModelAdmin):
     list_display = ("kind", "failed_integration", "channel", "created_date", "delivered_at")
     list_filter = ("kind",)
     raw_id_fields = ("failed_integration", "channel")
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """A record of what happened: shown, never written by hand."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ReadOnlyAdmin):
+    list_display = ("at", "username", "channel", "action", "source", "dry_run", "matched")
+    list_display += ("affected", "outcome")
+    list_filter = ("action", "source", "outcome", "dry_run")
+    search_fields = ("username", "filters")
+    date_hierarchy = "at"
+
+
+@admin.register(BulkAction)
+class BulkActionAdmin(ReadOnlyAdmin):
+    list_display = ("id", "channel", "action", "status", "total", "processed", "affected")
+    list_filter = ("status", "action")
+    exclude = ("pks", "token_hash")

@@ -289,3 +289,100 @@ class ChannelGrant(models.Model):
     def __str__(self) -> str:
         where = f"channel {self.channel_id}" if self.channel_id else "every channel"
         return f"{self.user}: {self.role} on {where}"
+
+
+class BulkAction(models.Model):
+    """An operator action on the records a filter matched: previewed (a dry run, waiting to be
+    confirmed with its token), or acted on, in batches, over exactly the records it matched when
+    it was asked for (their pks are kept: `operations.bulk`)."""
+
+    class Status(models.TextChoices):
+        PREVIEWED = "previewed"
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    action = models.CharField(max_length=16)
+    # The filters, as the query string that gave them (canonical order).
+    filters = models.TextField(blank=True, default="")
+    reset_count = models.BooleanField(default=False)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    # A preview's confirmation token, as its SHA-256 (the token itself is shown once).
+    token_hash = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    # The matched records' pks (operations.bulk.pack), how many, and how far the work is.
+    pks = models.BinaryField(default=b"")
+    total = models.PositiveIntegerField(default=0)
+    processed = models.PositiveIntegerField(default=0)
+    affected = models.PositiveIntegerField(default=0)
+    no_longer_matched = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # The worker running it, until when (a crashed worker's lease lapses, another resumes).
+    lease_owner = models.CharField(max_length=64, blank=True, default="")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["pk"]
+        indexes = [
+            models.Index(
+                fields=["created_at"],
+                name="bulk_action_waiting",
+                condition=Q(status__in=["queued", "running"]),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} of {self.total} on channel {self.channel_id}: {self.status}"
+
+
+class AuditEntry(models.Model):
+    """One operator action, single or bulk, dry runs included: who, when, where, what, on
+    which filters, and what came of it."""
+
+    class Source(models.TextChoices):
+        API = "api"
+        CONSOLE = "console"
+        ADMIN = "admin"
+        COMMAND = "command"
+
+    at = models.DateTimeField(default=timezone.now)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Kept when the user is deleted.
+    username = models.CharField(max_length=150, blank=True, default="")
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="+")
+    action = models.CharField(max_length=16)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    # The filters as a query string, or the one record's pk.
+    filters = models.TextField(blank=True, default="")
+    record = models.PositiveBigIntegerField(null=True, blank=True)
+    dry_run = models.BooleanField(default=False)
+    reset_count = models.BooleanField(default=False)
+    matched = models.PositiveIntegerField(default=0)
+    affected = models.PositiveIntegerField(default=0)
+    # done, queued, running, failed, or refused (a confirmation that did not hold)
+    outcome = models.CharField(max_length=16)
+    bulk_action = models.ForeignKey(
+        BulkAction, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-at", "-pk"]
+        indexes = [
+            models.Index(fields=["channel", "at"], name="audit_channel_at"),
+            models.Index(fields=["user", "at"], name="audit_user_at"),
+            models.Index(fields=["at"], name="audit_at"),
+        ]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self) -> str:
+        return f"{self.username} {self.action} on channel {self.channel_id} at {self.at}"

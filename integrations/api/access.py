@@ -20,7 +20,15 @@ from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import BooleanField, Exists, Expression, ExpressionWrapper, OuterRef, Q
+from django.db.models import (
+    BooleanField,
+    Exists,
+    Expression,
+    ExpressionWrapper,
+    OuterRef,
+    Q,
+    QuerySet,
+)
 from django.db.models.expressions import Col
 
 from common.database import compile_sql, inline_sql
@@ -95,3 +103,17 @@ def may_everywhere(user: AbstractBaseUser, access: str) -> bool:
     if not (user and user.is_authenticated):
         return False
     return get_user_model().objects.filter(pk=user.pk).filter(may(access, None)).exists()
+
+
+def readable_channels(user) -> QuerySet[Channel]:
+    """The channels `user` may read, each annotated with what the user may do on it."""
+    me = get_user_model().objects.filter(pk=user.pk)
+    # The channel is two queries out from the grant: the user's, then the channel's.
+    channel = OuterRef(OuterRef("pk"))
+    allowed = {
+        f"may_{access}": ExpressionWrapper(
+            Exists(me.filter(may(access, channel))), output_field=BooleanField()
+        )
+        for access in ACCESS_LEVELS
+    }
+    return Channel.objects.annotate(**allowed).filter(**{f"may_{READ}": True})

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from django.contrib.auth import get_user_model
-from django.db.models import BooleanField, Exists, ExpressionWrapper, OuterRef, Q
+from django.db.models import Q
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.permissions import SAFE_METHODS, BasePermission
@@ -26,7 +26,7 @@ from common.fields import format_datetime_utc
 from common.pagination import paginated_response
 from common.serializers import NOT_AN_OBJECT, StrictModelSerializer, StrictSerializer
 from common.views_base import JSONAPIView
-from integrations.api.access import ACCESS_LEVELS, ADMIN, READ, ROLE_OF, may, may_everywhere
+from integrations.api.access import ACCESS_LEVELS, ADMIN, ROLE_OF, may_everywhere, readable_channels
 from integrations.api.views import ChannelScopedView
 from integrations.channels import services
 from integrations.choices import ReasonType, Role
@@ -125,7 +125,7 @@ class ChannelListView(JSONAPIView):
     permission_classes = [*JSONAPIView.permission_classes, GlobalAdminMayAdd]
 
     def get(self, request):
-        channels = visible_channels(request.user).order_by("pk")
+        channels = readable_channels(request.user).order_by("pk")
         return paginated_response(
             request, channels, lambda channel: channel_data(channel, role_of(channel))
         )
@@ -138,22 +138,8 @@ class ChannelListView(JSONAPIView):
         return Response(channel_data(channel, Role.ADMIN), status=status.HTTP_201_CREATED)
 
 
-def visible_channels(user):
-    """The channels `user` may read, each annotated with what the user may do on it."""
-    me = get_user_model().objects.filter(pk=user.pk)
-    # The channel is two queries out from the grant: the user's, then the channel's.
-    channel = OuterRef(OuterRef("pk"))
-    allowed = {
-        f"may_{access}": ExpressionWrapper(
-            Exists(me.filter(may(access, channel))), output_field=BooleanField()
-        )
-        for access in ACCESS_LEVELS
-    }
-    return Channel.objects.annotate(**allowed).filter(**{f"may_{READ}": True})
-
-
 def role_of(channel: Channel) -> str:
-    """The role that gives what `visible_channels` found the user may do on `channel`."""
+    """The role that gives what `readable_channels` found the user may do on `channel`."""
     access = [level for level in ACCESS_LEVELS if getattr(channel, f"may_{level}")][-1]
     return ROLE_OF[access]
 

@@ -62,6 +62,8 @@ DETAIL_PATH = "/api/v1/channel/{channel_id}/failed_integrations/{id}/"
 STATS_PATH = "/api/v1/channel/{channel_id}/failed_integrations/stats/"
 BULK_PATH = "/api/v1/channel/{channel_id}/failed_integrations/bulk/"
 ATTEMPTS_PATH = "/api/v1/channel/{channel_id}/failed_integrations/{id}/attempts/"
+OPERATIONS_PATH = "/api/v1/channel/{channel_id}/operations/"
+AUDIT_PATH = "/api/v1/audit/"
 BODY_METHODS = {"post", "put", "patch"}
 
 _ERROR = {
@@ -408,17 +410,68 @@ ACTION_HELP = {
 }
 
 
-def _action_path(action: str, *, bulk: bool) -> dict[str, Any]:
-    options = {
-        "type": "object",
-        "properties": {
-            "dry_run": {"type": "boolean", "default": False},
-            "reset_count": {"type": "boolean", "default": False},
-        },
-    }
-    parameters = [{"$ref": "#/components/parameters/channel_path"}]
+OPERATION_SCHEMA = {
+    "type": "object",
+    "description": "A bulk action that acted or is acting (poll its `url` for progress).",
+    "properties": {
+        "id": {"type": "integer"},
+        "action": {"type": "string", "enum": list(ACTIONS)},
+        "status": {"type": "string", "enum": ["queued", "running", "done", "failed"]},
+        "filters": {"type": "string", "description": "The filters, as a query string."},
+        "reset_count": {"type": "boolean"},
+        "total": {"type": "integer", "description": "Records matched when it was asked for."},
+        "processed": {"type": "integer"},
+        "affected": {"type": "integer"},
+        "no_longer_matched": {"type": "integer"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "started_at": {"type": "string", "format": "date-time", "nullable": True},
+        "finished_at": {"type": "string", "format": "date-time", "nullable": True},
+        "error": {"type": "string"},
+        "user": {"type": "string", "nullable": True},
+        "url": {"type": "string"},
+    },
+    "required": ["id", "action", "status", "total", "processed", "affected", "url"],
+}
+
+
+def _action_options(action: str, *, bulk: bool) -> dict[str, dict[str, Any]]:
+    """The options an action takes (in the body; a bulk action's in the query string too)."""
+    options: dict[str, dict[str, Any]] = {}
     if bulk:
-        parameters += [p for p in filter_parameters() if p["name"] != "channel"]
+        options["dry_run"] = {
+            "type": "boolean",
+            "default": False,
+            "description": "Preview: the counts, a sample and a `confirm` token; nothing acts.",
+        }
+        options["all"] = {
+            "type": "boolean",
+            "default": False,
+            "description": "Needed to act with no filter, on every record of the channel.",
+        }
+        options["confirm"] = {
+            "type": "string",
+            "description": "A dry run's token: act on the records it previewed, and only those.",
+        }
+    if action == "retry":
+        options["reset_count"] = {
+            "type": "boolean",
+            "default": False,
+            "description": "Set retry_count to 0.",
+        }
+    return options
+
+
+def _action_path(action: str, *, bulk: bool) -> dict[str, Any]:
+    options = _action_options(action, bulk=bulk)
+    body = {"type": "object", "properties": options, "additionalProperties": False}
+    parameters = [{"$ref": "#/components/parameters/channel_path"}]
+    responses: dict[str, Any] = {}
+    if bulk:
+        parameters += [p for p in filter_parameters() if p["name"] not in ("channel", "sort")]
+        parameters += [
+            {"name": name, "in": "query", "required": False, "schema": schema}
+            for name, schema in options.items()
+        ]
         result = {
             "type": "object",
             "properties": {
@@ -426,32 +479,159 @@ def _action_path(action: str, *, bulk: bool) -> dict[str, Any]:
                 "matched": {"type": "integer"},
                 "affected": {"type": "integer"},
                 "dry_run": {"type": "boolean"},
+                "no_longer_matched": {
+                    "type": "integer",
+                    "description": "Records matched when asked for that no longer match.",
+                },
+                "sample": {"type": "array", "items": {"type": "integer"}, "maxItems": 10},
+                "confirm": {"type": "string"},
+                "confirm_expires_at": {"type": "string", "format": "date-time"},
+                "operation": OPERATION_SCHEMA,
             },
             "required": ["action", "matched", "affected", "dry_run"],
         }
-        summary = f"{action.capitalize()} every active record the filters match"
+        queued = {
+            "type": "object",
+            "properties": {
+                "action": {"type": "string"},
+                "matched": {"type": "integer"},
+                "dry_run": {"type": "boolean"},
+                "operation": OPERATION_SCHEMA,
+            },
+            "required": ["action", "matched", "dry_run", "operation"],
+        }
+        summary = f"{action.capitalize()} every active record the filters match, and only those"
+        responses["202"] = _json(queued, "Many records: queued for the workers (see Location)")
     else:
         parameters.append({"$ref": "#/components/parameters/id_path"})
         result = _schema_ref("FailedIntegration")
         summary = f"{action.capitalize()} one record"
-    responses = {
-        "200": _json(result, "Done" if bulk else "The record afterwards"),
+    responses |= {
+        "200": _json(result, "Done (or previewed)" if bulk else "The record afterwards"),
         "401": {"$ref": "#/components/responses/401"},
         "404": {"$ref": "#/components/responses/404"},
     }
     if not bulk:
         responses["409"] = _error_response("The record is not active.")
+    description = f"{action}: {ACTION_HELP[action]}."
+    if bulk:
+        description += (
+            " An unknown parameter or body key, a list's parameter (page, limit, sort, cursor) "
+            "or a filter in the body answers 400 naming it, and so does an action with no "
+            "filter unless all=true: nothing acts."
+        )
     return {
         "post": {
             "summary": summary,
-            "description": f"{action}: {ACTION_HELP[action]}.",
+            "description": description,
             "tags": ["RetryEngine"],
             "parameters": parameters,
             "requestBody": {
                 "required": False,
-                "content": {"application/json": {"schema": options}},
+                "content": {"application/json": {"schema": body}},
             },
             "responses": responses,
+        }
+    }
+
+
+def _operations_paths() -> dict[str, Any]:
+    channel = {"$ref": "#/components/parameters/channel_path"}
+    paging = [{"$ref": "#/components/parameters/page"}, {"$ref": "#/components/parameters/limit"}]
+    page = {
+        "type": "object",
+        "properties": {
+            "count": {"type": "integer"},
+            "next": {"type": "string", "nullable": True},
+            "previous": {"type": "string", "nullable": True},
+            "results": {"type": "array", "items": OPERATION_SCHEMA},
+        },
+    }
+    return {
+        OPERATIONS_PATH: {
+            "get": {
+                "summary": "The channel's bulk actions, newest first",
+                "tags": ["RetryEngine"],
+                "parameters": [channel, *paging],
+                "responses": {"200": _json(page, "Bulk actions")},
+            }
+        },
+        f"{OPERATIONS_PATH}{{operation_id}}/": {
+            "get": {
+                "summary": "One bulk action: its progress, then its final counts",
+                "tags": ["RetryEngine"],
+                "parameters": [
+                    channel,
+                    {
+                        "name": "operation_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "integer"},
+                    },
+                ],
+                "responses": {"200": _json(OPERATION_SCHEMA, "The bulk action")},
+            }
+        },
+    }
+
+
+AUDIT_ENTRY_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "at": {"type": "string", "format": "date-time"},
+        "user": {"type": "string", "nullable": True},
+        "channel": {"type": "integer"},
+        "action": {"type": "string"},
+        "source": {"type": "string", "enum": ["api", "console", "admin", "command"]},
+        "filters": {"type": "string"},
+        "record": {"type": "integer", "nullable": True},
+        "dry_run": {"type": "boolean"},
+        "reset_count": {"type": "boolean"},
+        "matched": {"type": "integer"},
+        "affected": {"type": "integer"},
+        "outcome": {"type": "string"},
+        "operation": {"type": "integer", "nullable": True},
+    },
+}
+
+
+def _audit_path() -> dict[str, Any]:
+    text = {"type": "string", "maxLength": 100}
+    when = {"type": "string", "format": "date-time"}
+    parameters = [
+        {"$ref": "#/components/parameters/page"},
+        {"$ref": "#/components/parameters/limit"},
+        {"name": "channel", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+        {"name": "user", "in": "query", "schema": text, "description": "A username."},
+        {"name": "action", "in": "query", "schema": text},
+        {"name": "source", "in": "query", "schema": text},
+        {"name": "since", "in": "query", "schema": when},
+        {"name": "until", "in": "query", "schema": when},
+    ]
+    for parameter in parameters:
+        if "in" in parameter:
+            parameter["allowEmptyValue"] = True
+    page = {
+        "type": "object",
+        "properties": {
+            "count": {"type": "integer"},
+            "next": {"type": "string", "nullable": True},
+            "previous": {"type": "string", "nullable": True},
+            "results": {"type": "array", "items": AUDIT_ENTRY_SCHEMA},
+        },
+    }
+    return {
+        AUDIT_PATH: {
+            "get": {
+                "summary": "Operator actions on the channels the user may read, newest first",
+                "tags": ["RetryEngine"],
+                "parameters": parameters,
+                "responses": {
+                    "200": _json(page, "Audit entries"),
+                    "401": {"$ref": "#/components/responses/401"},
+                },
+            }
         }
     }
 
@@ -850,6 +1030,8 @@ def build_document(contract: dict[str, Any] | None = None) -> dict[str, Any]:
     document["paths"]["/api/v1/content_types/"] = copy.deepcopy(CONTENT_TYPES_PATH)
     schemas.update(_channel_schemas())
     document["paths"].update(_channel_paths())
+    document["paths"].update(_operations_paths())
+    document["paths"].update(_audit_path())
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
             _add_error_responses(path, method, operation)

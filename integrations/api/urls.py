@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
+from integrations.api.audit import AuditListView
 from integrations.api.channels import (
     ChannelDetailView,
     ChannelGrantDetailView,
@@ -17,6 +18,8 @@ from integrations.api.views import (
     FailedIntegrationDetailView,
     FailedIntegrationListView,
     FailedIntegrationStatsView,
+    OperationDetailView,
+    OperationListView,
 )
 from integrations.lifecycle.transitions import OPERATOR_ACTIONS as ACTIONS
 
@@ -24,6 +27,7 @@ RECORD_ACTIONS = ("retry", "park", "unpark")
 
 urlpatterns = [
     path("content_types/", ContentTypeListView.as_view(), name="content-type-list"),
+    path("audit/", AuditListView.as_view(), name="audit-list"),
     path("channels/", ChannelListView.as_view(), name="channel-list"),
     path("channels/<int:channel_id>/", ChannelDetailView.as_view(), name="channel-detail"),
     path(
@@ -60,6 +64,16 @@ urlpatterns = [
         "channel/<int:channel_id>/failed_integrations/<int:pk>/attempts/",
         FailedIntegrationAttemptsView.as_view(),
         name="failed-integration-attempts",
+    ),
+    path(
+        "channel/<int:channel_id>/operations/",
+        OperationListView.as_view(),
+        name="operation-list",
+    ),
+    path(
+        "channel/<int:channel_id>/operations/<int:pk>/",
+        OperationDetailView.as_view(),
+        name="operation-detail",
     ),
     *(
         path(

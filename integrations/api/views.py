@@ -12,7 +12,9 @@ from common.fields import format_datetime_utc
 from common.pagination import PageRequest, cursor_link, paginated_response
 from common.views_base import JSONAPIView
 from integrations.api.access import BEYOND_ROLE, READ, WRITE, allows, channel_access
-from integrations.models import Channel, FailedIntegration, RetryAttempt
+from integrations.models import AuditEntry, BulkAction, Channel, FailedIntegration, RetryAttempt
+from integrations.operations import bulk
+from integrations.operations.audit import audit
 from integrations.reads import fastpath, selectors
 from integrations.records import services
 from integrations.records.representation import etag, failed_integration_data
@@ -176,42 +178,42 @@ class FailedIntegrationDetailView(ChannelScopedView):
 
 
 def action_options(request) -> dict[str, bool]:
-    """`dry_run` and `reset_count` of an action's (optional) body, both false by default."""
+    """`reset_count` of a record action's (optional) body, false by default; any other key
+    answers 400 naming it."""
     data = request.data if request.stream is not None else {}
     if not isinstance(data, dict):
         raise ValidationError(
             {"non_field_errors": [f"Expected an object, but got {type(data).__name__}."]}
         )
-    options, errors = {}, {}
-    for name in ("dry_run", "reset_count"):
-        options[name] = data.get(name, False)
-        if not isinstance(options[name], bool):
-            errors[name] = ["Must be a boolean (true or false)."]
+    errors = {name: ["Unknown field; the body takes reset_count."] for name in data}
+    errors.pop("reset_count", None)
+    reset_count = data.get("reset_count", False)
+    if not isinstance(reset_count, bool):
+        errors["reset_count"] = ["Must be a boolean (true or false)."]
     if errors:
         raise ValidationError(errors)
-    return options
+    return {"reset_count": reset_count}
 
 
 class FailedIntegrationBulkActionView(ChannelScopedView):
-    """`POST .../failed_integrations/{retry,park,unpark,deactivate}/?<list filters>`, body
-    optional: `{"dry_run": true}` answers the count without acting; `{"reset_count": true}` with
-    retry sets retry_count to 0."""
+    """`POST .../failed_integrations/{retry,park,unpark,deactivate}/?<list filters>`: the
+    action on every record the filters match, and only on those (`operations.bulk`): options
+    `dry_run`, `all`, `confirm` and `reset_count` (retry), in the query string or the body."""
 
     body_required = False
     action_name = ""
+    source = AuditEntry.Source.API
 
     def post(self, request, channel_id: int):
-        options = action_options(request)
-        queryset = selectors.failed_integration_filter(
-            channel=self.channel, params=request.query_params
+        body = request.data if request.stream is not None else {}
+        asked = bulk.read_request(self.action_name, request.query_params, body)
+        status_code, data = bulk.ask(
+            channel=self.channel, user=request.user, request=asked, source=self.source
         )
-        result = services.failed_integration_action(
-            queryset=queryset,
-            action=self.action_name,
-            reset_count=options["reset_count"],
-            dry_run=options["dry_run"],
-        )
-        return Response(result.as_dict())
+        response = Response(data, status=status_code)
+        if status_code == status.HTTP_202_ACCEPTED:
+            response["Location"] = data["operation"]["url"]
+        return response
 
 
 class FailedIntegrationActionView(ChannelScopedView):
@@ -225,10 +227,23 @@ class FailedIntegrationActionView(ChannelScopedView):
         failed = self.get_failed_integration(pk)
         if not failed.is_active and self.action_name in ("retry", "park"):
             raise Conflict(f"Failed integration {pk} is not active; it cannot be {self.past}.")
-        services.failed_integration_action(
+        if options["reset_count"] and self.action_name != "retry":
+            raise ValidationError({"reset_count": [bulk.RETRY_ONLY]})
+        result = services.failed_integration_action(
             queryset=FailedIntegration.objects.filter(pk=failed.pk),
             action=self.action_name,
             reset_count=options["reset_count"],
+        )
+        audit(
+            user=request.user,
+            channel_id=self.channel.pk,
+            action=self.action_name,
+            source=AuditEntry.Source.API,
+            outcome="done",
+            record=failed.pk,
+            reset_count=options["reset_count"],
+            matched=result.matched,
+            affected=result.affected,
         )
         failed.refresh_from_db()
         return Response(self.data(failed))
@@ -261,3 +276,31 @@ def attempt_data(attempt: RetryAttempt, *, shows_errors: bool = True) -> dict:
         "worker": attempt.worker,
         "idempotency_key": attempt.idempotency_key,
     }
+
+
+class OperationListView(ChannelScopedView):
+    """The channel's bulk actions that acted or are acting, newest first."""
+
+    def get(self, request, channel_id: int):
+        operations = (
+            BulkAction.objects.filter(channel=self.channel)
+            .exclude(status=BulkAction.Status.PREVIEWED)
+            .select_related("user")
+            .order_by("-pk")
+        )
+        return paginated_response(request, operations, bulk.operation_data)
+
+
+class OperationDetailView(ChannelScopedView):
+    """One bulk action: its progress, then its final counts."""
+
+    def get(self, request, channel_id: int, pk: int):
+        operation = (
+            BulkAction.objects.filter(channel=self.channel, pk=pk)
+            .exclude(status=BulkAction.Status.PREVIEWED)
+            .select_related("user")
+            .first()
+        )
+        if operation is None:
+            raise NotFound("Operation not found.")
+        return Response(bulk.operation_data(operation))

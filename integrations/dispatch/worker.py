@@ -43,6 +43,7 @@ from integrations.dispatch.signing import (
 )
 from integrations.lifecycle import policies, transitions
 from integrations.models import EngineEvent, FailedIntegration, RetryAttempt
+from integrations.operations import bulk as bulk_actions
 from integrations.records.representation import failed_integration_data
 
 logger = logging.getLogger("integrations.dispatch.worker")
@@ -94,9 +95,11 @@ class Worker:
                 self.housekeeping()
             claimed = self.claim()
             made += self.dispatch(claimed)
-            if once and not claimed:
+            # Queued bulk actions get a turn of a couple of seconds between batches of retries.
+            acted = bulk_actions.work_queued(worker=self.config.name)
+            if once and not claimed and not acted:
                 break
-            if not claimed:
+            if not claimed and not acted:
                 self.stopping.wait(self.config.poll)
         self.pool.shutdown(wait=True)
         self.poster.close()
@@ -109,6 +112,7 @@ class Worker:
         self.last_housekeeping = time.monotonic()
         expire_records()
         purge_records()
+        bulk_actions.purge()
         deliver_events(self.poster, lease=self.config.lease)
         if is_postgresql():
             counts.compact()

@@ -14,7 +14,7 @@ from accounts.services import token_create
 from integrations.api.access import ADMIN, BEYOND_ROLE, READ, WRITE, allows
 from integrations.api.urls import RECORD_ACTIONS, urlpatterns
 from integrations.lifecycle.transitions import OPERATOR_ACTIONS
-from integrations.models import Channel, ChannelGrant, FailedIntegration
+from integrations.models import BulkAction, Channel, ChannelGrant, FailedIntegration
 
 ACCESS_OF = {"viewer": READ, "operator": WRITE, "admin": ADMIN}
 
@@ -23,6 +23,7 @@ pytestmark = pytest.mark.django_db
 # The access each route and method needs: the one table the matrix below is held to. A route
 # of the API without a row here fails `test_every_route_has_an_access_rule`.
 RULES = {
+    "audit-list": {"get": "authenticated"},
     "content-type-list": {"get": "authenticated", "post": "global admin"},
     "channel-list": {"get": "authenticated", "post": "global admin"},
     "channel-detail": {"get": READ, "patch": ADMIN},
@@ -33,6 +34,8 @@ RULES = {
     "failed-integration-stats": {"get": READ},
     "failed-integration-detail": {"get": READ, "put": WRITE, "patch": WRITE, "delete": WRITE},
     "failed-integration-attempts": {"get": READ},
+    "operation-list": {"get": READ},
+    "operation-detail": {"get": READ},
     **{f"failed-integration-bulk-{action}": {"post": WRITE} for action in OPERATOR_ACTIONS},
     **{f"failed-integration-{action}": {"post": WRITE} for action in RECORD_ACTIONS},
 }
@@ -78,9 +81,13 @@ def targets(channel, make_failed, django_user_model):
     user with no grant yet, for a new one."""
     colleague = django_user_model.objects.create_user(username="colleague")
     django_user_model.objects.create_user(username="newcomer")
+    record = make_failed(max_retry_count=3)
     return {
-        "record": make_failed(max_retry_count=3),
+        "record": record,
         "grant": ChannelGrant.objects.create(user=colleague, channel=channel, role="viewer"),
+        "operation": BulkAction.objects.create(
+            channel=channel, action="park", status="done", filters=f"pk__in={record.pk}", total=1
+        ),
     }
 
 
@@ -105,9 +112,17 @@ def body_for(name: str, method: str, product_type) -> object:
 
 
 def call(client, name, method, channel, targets, product_type):
-    pk = targets["grant" if name.startswith("channel-grant") else "record"].pk
-    url = route_template(name).format(channel=channel.pk, pk=pk)
+    url = route_template(name).format(channel=channel.pk, pk=targets[target_of(name)].pk)
+    if name.startswith("failed-integration-bulk-"):
+        url += f"?pk__in={targets['record'].pk}"  # a bulk action names its records
     return getattr(client, method)(url, body_for(name, method, product_type), format="json")
+
+
+def target_of(name: str) -> str:
+    """What the route's `{pk}` names."""
+    if name.startswith("channel-grant"):
+        return "grant"
+    return "operation" if name.startswith("operation") else "record"
 
 
 def assert_nothing_changed(channel, targets):

@@ -372,8 +372,19 @@ def test_bulk_actions_act_on_the_filtered_records_only(retry_channel, product_ty
     unparked = api_client.post(f"{base}/unpark/?object_id__in={remote[0].object_id}")
     deactivated = api_client.post(f"{base}/deactivate/?reason_type=mapping")
 
-    assert dry.json() == {"action": "park", "matched": 3, "affected": 3, "dry_run": True}
-    assert parked.json() == {"action": "park", "matched": 3, "affected": 3, "dry_run": False}
+    counts = ("action", "matched", "affected", "dry_run")
+    assert {k: dry.json()[k] for k in counts} == {
+        "action": "park",
+        "matched": 3,
+        "affected": 3,
+        "dry_run": True,
+    }
+    assert {k: parked.json()[k] for k in counts} == {
+        "action": "park",
+        "matched": 3,
+        "affected": 3,
+        "dry_run": False,
+    }
     assert unparked.json()["affected"] == 1
     assert deactivated.json()["affected"] == 1
     answered = {
