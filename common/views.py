@@ -5,7 +5,19 @@ from __future__ import annotations
 from django.http import JsonResponse
 
 
+def _console_page(request, status: int, message: str):
+    """The console's pages answer as pages; everything else as JSON."""
+    if request.path.startswith("/console/"):
+        from django.shortcuts import render
+
+        return render(request, "console/denied.html", {"message": message}, status=status)
+    return None
+
+
 def not_found(request, exception=None):
+    page = _console_page(request, 404, "Not found: it does not exist, or it is not yours.")
+    if page is not None:
+        return page
     return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
 
 
@@ -14,6 +26,9 @@ def bad_request(request, exception=None):
 
 
 def permission_denied(request, exception=None):
+    page = _console_page(request, 403, "Your role does not allow it.")
+    if page is not None:
+        return page
     return JsonResponse(
         {
             "detail": "You do not have permission to perform this action.",
@@ -38,3 +53,27 @@ def health(request):
     except Exception:
         return JsonResponse({"status": "unavailable", "database": "unreachable"}, status=503)
     return JsonResponse({"status": "ok", "database": connection.vendor})
+
+
+def api_root(request):
+    """`/api/v1/`: where things are (no authentication; nothing but links)."""
+    if request.method not in ("GET", "HEAD"):
+        response = JsonResponse(
+            {"detail": f'Method "{request.method}" not allowed.', "code": "method_not_allowed"},
+            status=405,
+        )
+        response["Allow"] = "GET, HEAD"
+        return response
+    base = request.build_absolute_uri("/api/v1/")
+    return JsonResponse(
+        {
+            "openapi": base + "openapi.json",
+            "login": base + "auth/login/",
+            "channels": base + "channels/",
+            "failed_integrations": base + "channel/{channel_id}/failed_integrations/",
+            "content_types": base + "content_types/",
+            "audit": base + "audit/",
+            "console": request.build_absolute_uri("/console/"),
+            "health": request.build_absolute_uri("/healthz"),
+        }
+    )

@@ -120,9 +120,11 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "django_filters",
+    "django_htmx",
     "common",
     "accounts",
     "integrations",
+    "console",
 ]
 
 MIDDLEWARE = [
@@ -140,7 +142,13 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
 ]
+
+# The console's session login (the API authenticates by token).
+LOGIN_URL = "console:login"
+LOGIN_REDIRECT_URL = "console:overview"
+LOGOUT_REDIRECT_URL = "console:login"
 
 ROOT_URLCONF = "config.urls"
 # The API's paths end with a slash; a path without one answers a JSON 404, never a redirect.
@@ -253,6 +261,8 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "common.exceptions.exception_handler",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_VERSIONING_CLASS": None,
+    # `format` is the export's parameter (csv, ndjson), not a renderer's.
+    "URL_FORMAT_OVERRIDE": None,
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "DEFAULT_THROTTLE_RATES": {"login": LOGIN_RATE},
     # Behind a proxy, the client's address is the first of X-Forwarded-For (see README).

@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from accounts.api import LoginView
-from common.views import health
+from common.views import api_root, health
 from integrations.api.openapi import OpenAPIView
 
 handler400 = "common.views.bad_request"
@@ -15,7 +16,10 @@ handler500 = "common.views.server_error"
 urlpatterns = [
     path("api/v1/auth/login/", LoginView.as_view(), name="login"),
     path("api/v1/openapi.json", OpenAPIView.as_view(), name="openapi"),
+    path("api/v1/", api_root, name="api-root"),
     path("api/v1/", include("integrations.api.urls")),
+    path("console/", include("console.urls")),
+    path("", RedirectView.as_view(pattern_name="console:overview"), name="root"),
     path("admin/", admin.site.urls),
     path("healthz", health, name="health"),
 ]

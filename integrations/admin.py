@@ -9,8 +9,9 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import models
 
 from common.fields import format_datetime_utc
-from integrations.dispatch.signing import MIN_SECRET_LENGTH, rotate, secret_status
+from integrations.dispatch.signing import rotate, secret_status
 from integrations.models import (
+    MIN_SECRET_LENGTH,
     AuditEntry,
     BulkAction,
     Channel,

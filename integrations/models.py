@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxValueValidator, MinLengthValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
@@ -16,6 +16,9 @@ from integrations.choices import (
     Role,
 )
 from integrations.dispatch.endpoints import validate_endpoint
+
+# A signing secret shorter than this is refused (the admin, the API, the commands).
+MIN_SECRET_LENGTH = 16
 
 
 class Channel(models.Model):
@@ -33,7 +36,9 @@ class Channel(models.Model):
     )
     # Secret for the HMAC-SHA256 signature of retry requests (optional; write-only, replaced
     # by dispatch/signing.rotate, which keeps the previous one signing for an overlap).
-    signing_secret = models.CharField(max_length=255, blank=True, default="")
+    signing_secret = models.CharField(
+        max_length=255, blank=True, default="", validators=[MinLengthValidator(MIN_SECRET_LENGTH)]
+    )
     previous_signing_secret = models.CharField(max_length=255, blank=True, default="")
     previous_secret_valid_until = models.DateTimeField(null=True, blank=True)
     secret_rotated_at = models.DateTimeField(null=True, blank=True)

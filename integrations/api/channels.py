@@ -30,8 +30,8 @@ from integrations.api.access import ACCESS_LEVELS, ADMIN, ROLE_OF, may_everywher
 from integrations.api.views import ChannelScopedView
 from integrations.channels import services
 from integrations.choices import ReasonType, Role
-from integrations.dispatch.signing import MIN_SECRET_LENGTH, signing_secrets
-from integrations.models import Channel, ChannelGrant, RetryPolicy
+from integrations.dispatch.signing import signing_secrets
+from integrations.models import MIN_SECRET_LENGTH, Channel, ChannelGrant, RetryPolicy
 
 GRANT_NOT_FOUND = "Grant not found."
 

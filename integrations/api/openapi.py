@@ -31,9 +31,8 @@ from rest_framework.views import APIView
 from common.fields import INT32_MAX
 from integrations.api.urls import RECORD_ACTIONS
 from integrations.choices import AttemptOutcome, Backoff, ChannelType, ReasonType, Role, State
-from integrations.dispatch.signing import MIN_SECRET_LENGTH
 from integrations.lifecycle.transitions import OPERATOR_ACTIONS as ACTIONS
-from integrations.models import Channel, RetryPolicy
+from integrations.models import MIN_SECRET_LENGTH, Channel, RetryPolicy
 from integrations.reads.filtersets import (
     MAX_LIST_ITEMS,
     SORT_FIELDS,
@@ -535,6 +534,41 @@ def _action_path(action: str, *, bulk: bool) -> dict[str, Any]:
     }
 
 
+def _export_path() -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": "Export every record the filters match (streamed)",
+            "description": (
+                "The list's filters and sort; every matching record as the list answers it, "
+                "one CSV row or one NDJSON line each, in constant memory whatever their number."
+            ),
+            "tags": ["SalesChannelFailedIntegrations"],
+            "parameters": [
+                {"$ref": "#/components/parameters/channel_path"},
+                {
+                    "name": "format",
+                    "in": "query",
+                    "required": False,
+                    "allowEmptyValue": True,
+                    "schema": {"type": "string", "enum": ["csv", "ndjson"], "default": "csv"},
+                },
+                *(p for p in filter_parameters() if p["name"] != "channel"),
+            ],
+            "responses": {
+                "200": {
+                    "description": "The records",
+                    "content": {
+                        "text/csv": {"schema": {"type": "string"}},
+                        "application/x-ndjson": {"schema": {"type": "string"}},
+                    },
+                },
+                "401": {"$ref": "#/components/responses/401"},
+                "404": {"$ref": "#/components/responses/404"},
+            },
+        }
+    }
+
+
 def _operations_paths() -> dict[str, Any]:
     channel = {"$ref": "#/components/parameters/channel_path"}
     paging = [{"$ref": "#/components/parameters/page"}, {"$ref": "#/components/parameters/limit"}]
@@ -1022,6 +1056,7 @@ def build_document(contract: dict[str, Any] | None = None) -> dict[str, Any]:
     document["paths"][STATS_PATH] = _stats_path()
     document["paths"][BULK_PATH] = _bulk_path()
     document["paths"][ATTEMPTS_PATH] = _attempts_path()
+    document["paths"][f"{LIST_PATH}export/"] = _export_path()
     for action in ACTIONS:
         document["paths"][f"{LIST_PATH}{action}/"] = _action_path(action, bulk=True)
     for action in RECORD_ACTIONS:

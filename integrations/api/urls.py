@@ -16,6 +16,7 @@ from integrations.api.views import (
     FailedIntegrationBulkActionView,
     FailedIntegrationBulkView,
     FailedIntegrationDetailView,
+    FailedIntegrationExportView,
     FailedIntegrationListView,
     FailedIntegrationStatsView,
     OperationDetailView,
@@ -49,6 +50,11 @@ urlpatterns = [
         "channel/<int:channel_id>/failed_integrations/bulk/",
         FailedIntegrationBulkView.as_view(),
         name="failed-integration-bulk",
+    ),
+    path(
+        "channel/<int:channel_id>/failed_integrations/export/",
+        FailedIntegrationExportView.as_view(),
+        name="failed-integration-export",
     ),
     path(
         "channel/<int:channel_id>/failed_integrations/stats/",

@@ -7,15 +7,15 @@ from rest_framework.permissions import SAFE_METHODS
 from rest_framework.response import Response
 
 from common.database import is_postgresql
-from common.exceptions import Conflict, PreconditionFailed
+from common.exceptions import PreconditionFailed
 from common.fields import format_datetime_utc
 from common.pagination import PageRequest, cursor_link, paginated_response
 from common.views_base import JSONAPIView
 from integrations.api.access import BEYOND_ROLE, READ, WRITE, allows, channel_access
 from integrations.models import AuditEntry, BulkAction, Channel, FailedIntegration, RetryAttempt
 from integrations.operations import bulk
-from integrations.operations.audit import audit
-from integrations.reads import fastpath, selectors
+from integrations.operations.single import record_action
+from integrations.reads import export, fastpath, selectors
 from integrations.records import services
 from integrations.records.representation import etag, failed_integration_data
 
@@ -224,33 +224,16 @@ class FailedIntegrationActionView(ChannelScopedView):
 
     def post(self, request, channel_id: int, pk: int):
         options = action_options(request)
-        failed = self.get_failed_integration(pk)
-        if not failed.is_active and self.action_name in ("retry", "park"):
-            raise Conflict(f"Failed integration {pk} is not active; it cannot be {self.past}.")
         if options["reset_count"] and self.action_name != "retry":
             raise ValidationError({"reset_count": [bulk.RETRY_ONLY]})
-        result = services.failed_integration_action(
-            queryset=FailedIntegration.objects.filter(pk=failed.pk),
+        failed = record_action(
+            failed=self.get_failed_integration(pk),
             action=self.action_name,
-            reset_count=options["reset_count"],
-        )
-        audit(
             user=request.user,
-            channel_id=self.channel.pk,
-            action=self.action_name,
             source=AuditEntry.Source.API,
-            outcome="done",
-            record=failed.pk,
             reset_count=options["reset_count"],
-            matched=result.matched,
-            affected=result.affected,
         )
-        failed.refresh_from_db()
         return Response(self.data(failed))
-
-    @property
-    def past(self) -> str:
-        return {"retry": "retried", "park": "parked"}.get(self.action_name, self.action_name)
 
 
 class FailedIntegrationAttemptsView(ChannelScopedView):
@@ -304,3 +287,13 @@ class OperationDetailView(ChannelScopedView):
         if operation is None:
             raise NotFound("Operation not found.")
         return Response(bulk.operation_data(operation))
+
+
+class FailedIntegrationExportView(ChannelScopedView):
+    """`GET .../failed_integrations/export/?format=csv|ndjson&<the list's filters and sort>`:
+    every matching record, streamed."""
+
+    def get(self, request, channel_id: int):
+        return export.export_response(
+            self.channel, request.query_params, shows_errors=self.shows_errors
+        )

@@ -19,8 +19,6 @@ from django.utils import timezone
 
 from integrations.models import Channel
 
-# A secret shorter than this is refused (the admin's form and the API).
-MIN_SECRET_LENGTH = 16
 SIGNATURE_HEADER = "X-Signature"
 TIMESTAMP_HEADER = "X-Timestamp"
 

@@ -172,16 +172,22 @@ class Worker:
                 "failed_integration": data,
             }
         )
-        timestamp = str(int(time.time()))
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-            TIMESTAMP_HEADER: timestamp,
-            IDEMPOTENCY_HEADER: attempt.idempotency_key,
-        }
-        if item.secrets:
-            headers[SIGNATURE_HEADER] = signature_header(item.secrets, timestamp, body)
+        headers = signed_headers(body, item.secrets, idempotency_key=attempt.idempotency_key)
         return post_outcome(self.poster, item.endpoint, body, headers)
+
+
+def signed_headers(body: bytes, secrets: tuple[str, ...], *, idempotency_key: str) -> dict:
+    """The headers of a request to a channel app: JSON, the time, the key, the signatures."""
+    timestamp = str(int(time.time()))
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        TIMESTAMP_HEADER: timestamp,
+        IDEMPOTENCY_HEADER: idempotency_key,
+    }
+    if secrets:
+        headers[SIGNATURE_HEADER] = signature_header(secrets, timestamp, body)
+    return headers
 
 
 # Errors are kept to this length (a channel app's answer can be of any size).
@@ -354,11 +360,12 @@ def record_exhaustion(records: list[FailedIntegration], *, now: dt.datetime) -> 
     """Logs the exhaustions and records their events (once per record and retry count)."""
     for record in records:
         logger.warning(
-            "failed integration %s (channel %s, %s) exhausted after %s attempts",
+            "failed integration %s (channel %s, %s) exhausted: retry_count %s of %s",
             record.pk,
             record.channel_id,
             record.reason_type,
             record.retry_count,
+            record.max_retry_count,
         )
     EngineEvent.objects.bulk_create(
         [exhaustion_event(record, now=now) for record in records], ignore_conflicts=True

@@ -486,3 +486,10 @@ def operation_data(bulk: BulkAction) -> dict:
         "user": bulk.user.get_username() if bulk.user_id else None,
         "url": f"/api/v1/channel/{bulk.channel_id}/operations/{bulk.pk}/",
     }
+
+
+def previewed(token: str) -> BulkAction | None:
+    """The preview a confirm token was given for, while it waits to be confirmed."""
+    return BulkAction.objects.filter(
+        token_hash=token_hash(token), status=BulkAction.Status.PREVIEWED
+    ).first()

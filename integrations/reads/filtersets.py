@@ -343,7 +343,16 @@ def record_filters() -> dict[str, django_filters.Filter]:
         field_name="state", lookup_expr="in", choices=State.choices
     )
     filters["expired"] = ExpiredFilter(field_name="expiration_date")
-    filters["sort"] = SortFilter(fields=SORT_FIELDS)
+    filters["sort"] = SortFilter(
+        fields=SORT_FIELDS,
+        error_messages={
+            "invalid_choice": (
+                "Cannot sort by %(value)s; sort by any of "
+                + ", ".join(SORT_FIELDS)
+                + " (a leading - for descending), comma-separated."
+            )
+        },
+    )
     return filters
 
 

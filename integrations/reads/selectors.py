@@ -14,12 +14,14 @@ from rest_framework.exceptions import ValidationError
 from common.database import is_postgresql
 from common.fields import INT64_MAX
 from integrations.counting import counts
+from integrations.lifecycle.states import state_expression
 from integrations.models import Channel, FailedIntegration
 from integrations.reads.cursor import CURSOR_PARAM, CursorRequest, after_q, cursor_request
 from integrations.reads.query import ListQuery
 
-# What the stats endpoint can group by (`expired` is computed; the others are columns).
-GROUP_KEYS = ("reason_type", "content_type", "is_active", "exhausted", "expired")
+# What the stats endpoint can group by (`expired` and `state` are computed; the others are
+# columns).
+GROUP_KEYS = ("state", "reason_type", "content_type", "is_active", "exhausted", "expired")
 
 
 def channel_get(*, channel_id: int) -> Channel | None:
@@ -94,7 +96,12 @@ def failed_integration_stats(*, channel: Channel, params) -> dict[str, Any]:
     columns = ["content_type_id" if key == "content_type" else key for key in keys]
     rows = counts.group_counts(channel.pk, query.filters, columns) if is_postgresql() else None
     if rows is None:
-        rows = _group_rows(query.apply(failed_integration_list(channel=channel)), keys, columns)
+        rows = _group_rows(
+            query.apply(failed_integration_list(channel=channel)),
+            keys,
+            columns,
+            has_endpoint=bool(channel.retry_endpoint),
+        )
     rows.sort(key=lambda row: (-row[-1], *row[:-1]))
     results = []
     for *values, count in rows:
@@ -110,9 +117,15 @@ def failed_integration_stats(*, channel: Channel, params) -> dict[str, Any]:
     }
 
 
-def _group_rows(queryset, keys: list[str], columns: list[str]) -> list[tuple]:
+def _group_rows(
+    queryset, keys: list[str], columns: list[str], *, has_endpoint: bool
+) -> list[tuple]:
     """(*values, count) per group, counted in the table."""
     queryset = queryset.order_by()
+    if "state" in keys:
+        queryset = queryset.annotate(
+            state=state_expression(now=timezone.now(), has_endpoint=Value(has_endpoint))
+        )
     if "expired" in keys:
         queryset = queryset.annotate(
             expired=Case(

@@ -100,7 +100,8 @@ class Command(BaseCommand):
         base = f"http://{bind}"
         self.stdout.write(
             f"\nDemo channel {demo.channel.pk} ({demo.channel.name}); user {demo.username!r}, "
-            f"password {demo.password!r} (also for {base}/admin/).\n"
+            f"password {demo.password!r}.\n"
+            f"Console: {base}/console/ (and the admin at {base}/admin/)\n"
             f"Token: {demo.key}\n"
             f"Try:   curl -H 'Authorization: Token {demo.key}' "
             f"{base}/api/v1/channel/{demo.channel.pk}/failed_integrations/\n"

@@ -32,6 +32,7 @@ RULES = {
     "failed-integration-list": {"get": READ, "post": WRITE},
     "failed-integration-bulk": {"post": WRITE},
     "failed-integration-stats": {"get": READ},
+    "failed-integration-export": {"get": READ},
     "failed-integration-detail": {"get": READ, "put": WRITE, "patch": WRITE, "delete": WRITE},
     "failed-integration-attempts": {"get": READ},
     "operation-list": {"get": READ},

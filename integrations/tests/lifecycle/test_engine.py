@@ -451,7 +451,7 @@ def test_events_without_a_webhook_are_logged_only(retry_channel, product_type, r
     run_worker()
     worker.deliver_events(worker.Poster(timeout=2))
 
-    assert "exhausted after 3 attempts" in caplog.text
+    assert "exhausted: retry_count 3 of 3" in caplog.text
     assert EngineEvent.objects.get().delivered_at is not None
 
 

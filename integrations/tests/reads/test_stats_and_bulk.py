@@ -266,3 +266,28 @@ def test_fail_bulk_needs_a_token(anonymous_client, channel, product_type):
 
 def test_bulk_is_post_only(api_client, channel):
     assert api_client.get(bulk_url(channel)).status_code == 405
+
+
+def test_stats_by_state_agree_with_the_state_filter(api_client, channel, records):
+    body = api_client.get(stats_url(channel), {"group_by": "state,reason_type"}).json()
+
+    assert body["count"] == 4
+    by_state: dict[str, int] = {}
+    for row in body["results"]:
+        by_state[row["state"]] = by_state.get(row["state"], 0) + row["count"]
+    for state, count in by_state.items():
+        listed = api_client.get(
+            f"/api/v1/channel/{channel.pk}/failed_integrations/", {"state": state}
+        ).json()
+        assert listed["count"] == count, state
+    assert by_state == {"resolved": 1, "expired": 2, "pending": 1}
+
+
+def test_a_bad_sort_lists_the_sortable_fields(api_client, channel):
+    response = api_client.get(
+        f"/api/v1/channel/{channel.pk}/failed_integrations/", {"sort": "bogus"}
+    )
+
+    assert response.status_code == 400
+    message = response.json()["sort"][0]
+    assert "bogus" in message and "version_date" in message and "retry_count" in message
