@@ -240,6 +240,10 @@ def failures(request, channel_id: int):
         "filtered": bool([n for n in params if n != "sort"]),
         "objects": " ".join(pasted),
         "bool_filters": BOOL_FILTERS,
+        "checked": {
+            name: {v for key in (name, f"{name}__in") for v in params.get(key, "").split(",") if v}
+            for name in ("state", "reason_type")
+        },
     }
     template = "console/_failures_body.html" if request.htmx else "console/failures.html"
     return render(request, template, context)

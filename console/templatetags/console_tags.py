@@ -15,12 +15,11 @@ def get(mapping, key):
 
 
 @register.filter
-def has_value(params, pair: str) -> bool:
-    """`params|has_value:"name=value"`: whether the query string gives `name` that value
-    (one of its comma-separated values)."""
-    name, _, value = pair.partition("=")
-    given = ",".join(params.getlist(name)) if params is not None else ""
-    return value in given.split(",")
+def short_time(value) -> str:
+    """An answer's date-time (`2025-06-27T08:38:26.936000Z`) to the minute, for tables."""
+    if not value:
+        return "—"
+    return f"{value[:10]} {value[11:16]}"
 
 
 @register.filter

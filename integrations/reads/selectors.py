@@ -107,7 +107,7 @@ def failed_integration_stats(*, channel: Channel, params) -> dict[str, Any]:
     for *values, count in rows:
         result = dict(zip(keys, values, strict=True))
         if "content_type" in result:
-            result["content_type_name"] = _content_type_name(result["content_type"])
+            result["content_type_name"] = content_type_name(result["content_type"])
         result["count"] = count
         results.append(result)
     return {
@@ -138,7 +138,7 @@ def _group_rows(
     return [tuple(row) for row in rows]
 
 
-def _content_type_name(content_type_id: int) -> str:
+def content_type_name(content_type_id: int) -> str:
     content_type = ContentType.objects.get_for_id(content_type_id)
     return f"{content_type.app_label}.{content_type.model}"
 
