@@ -61,13 +61,19 @@ def test_serve_migrates_prints_a_token_and_answers(tmp_path):
             },
         )
         listed = httpx.get(base, headers=headers)
+        mine = httpx.get(base, headers=headers, params={"object_id": 5})
+        console = httpx.get(f"http://127.0.0.1:{port}/", follow_redirects=True)
         login = httpx.post(
             f"http://127.0.0.1:{port}/api/v1/auth/login/",
             json={"username": "demo", "password": "demo"},
         )
 
         assert created.status_code == 201, created.text
-        assert listed.json()["count"] == 1
+        # The demo channel holds its seeded failures (every state) and the one reported.
+        assert listed.json()["count"] > 100
+        assert [row["pk"] for row in mine.json()["results"]] == [created.json()["pk"]]
+        assert console.status_code == 200 and 'name="username"' in console.text
+        assert "Console: " in output
         assert login.status_code == 200
         assert (tmp_path / "db.sqlite3").exists()
     finally:

@@ -412,3 +412,27 @@ def test_root_leads_to_the_console_and_api_root_lists_links(client):
     assert client.get("/")["Location"] == reverse("console:overview")
     links = client.get("/api/v1/").json()
     assert links["openapi"].endswith("/api/v1/openapi.json")
+
+
+def test_the_demo_seeds_failures_in_every_state_with_attempts(channel):
+    from django.http import QueryDict
+
+    from integrations.demo import demo_seed
+    from integrations.models import RetryAttempt
+    from integrations.reads import selectors
+
+    made = demo_seed(channel)
+    channel.retry_endpoint = "https://apps.example.com/retry"  # "due" needs an endpoint
+    stats = selectors.failed_integration_stats(channel=channel, params=QueryDict("group_by=state"))
+
+    assert made >= 300
+    assert {row["state"] for row in stats["results"]} >= {
+        "pending",
+        "due",
+        "exhausted",
+        "parked",
+        "resolved",
+        "superseded",
+        "expired",
+    }
+    assert RetryAttempt.objects.filter(failed_integration__channel=channel).count() > 100

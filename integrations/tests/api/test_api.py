@@ -680,7 +680,7 @@ def test_fail_unknown_channel_answers_404_on_every_operation(
         "/api/v1/channel/abc/failed_integrations/",
         "/api/v1/channel/1/failed_integrations",
         "/api/v1/channel/-1/failed_integrations/",
-        "/",
+        "/nowhere/",
     ],
 )
 def test_fail_unknown_route_answers_json_404(api_client, path):
