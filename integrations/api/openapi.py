@@ -572,15 +572,7 @@ def _export_path() -> dict[str, Any]:
 def _operations_paths() -> dict[str, Any]:
     channel = {"$ref": "#/components/parameters/channel_path"}
     paging = [{"$ref": "#/components/parameters/page"}, {"$ref": "#/components/parameters/limit"}]
-    page = {
-        "type": "object",
-        "properties": {
-            "count": {"type": "integer"},
-            "next": {"type": "string", "nullable": True},
-            "previous": {"type": "string", "nullable": True},
-            "results": {"type": "array", "items": OPERATION_SCHEMA},
-        },
-    }
+    page = _page(OPERATION_SCHEMA)
     return {
         OPERATIONS_PATH: {
             "get": {
@@ -646,15 +638,7 @@ def _audit_path() -> dict[str, Any]:
     for parameter in parameters:
         if "in" in parameter:
             parameter["allowEmptyValue"] = True
-    page = {
-        "type": "object",
-        "properties": {
-            "count": {"type": "integer"},
-            "next": {"type": "string", "nullable": True},
-            "previous": {"type": "string", "nullable": True},
-            "results": {"type": "array", "items": AUDIT_ENTRY_SCHEMA},
-        },
-    }
+    page = _page(AUDIT_ENTRY_SCHEMA)
     return {
         AUDIT_PATH: {
             "get": {
@@ -688,15 +672,7 @@ def _attempts_path() -> dict[str, Any]:
             "idempotency_key": {"type": "string"},
         },
     }
-    page = {
-        "type": "object",
-        "properties": {
-            "count": {"type": "integer"},
-            "next": {"type": "string", "nullable": True},
-            "previous": {"type": "string", "nullable": True},
-            "results": {"type": "array", "items": attempt},
-        },
-    }
+    page = _page(attempt)
     return {
         "get": {
             "summary": "The retry attempts of one record",
@@ -877,17 +853,22 @@ def _channel_schemas() -> dict[str, dict[str, Any]]:
     }
 
 
-def _page_of(schema_name: str) -> dict[str, Any]:
+def _page(items: dict[str, Any]) -> dict[str, Any]:
+    """A page of a list: `{count, next, previous, results: [items]}`."""
     return {
         "type": "object",
         "properties": {
             "count": {"type": "integer"},
             "next": {"type": "string", "nullable": True},
             "previous": {"type": "string", "nullable": True},
-            "results": {"type": "array", "items": _schema_ref(schema_name)},
+            "results": {"type": "array", "items": items},
         },
         "required": ["count", "next", "previous", "results"],
     }
+
+
+def _page_of(schema_name: str) -> dict[str, Any]:
+    return _page(_schema_ref(schema_name))
 
 
 def _body(schema_name: str) -> dict[str, Any]:
