@@ -382,6 +382,7 @@ class Export:
     seconds: float
     first_byte: float
     size: int
+    error: str = ""  # the answer was cut off (a worker killed at gunicorn's timeout, say)
 
     @property
     def rate(self) -> float:
@@ -394,18 +395,22 @@ def export(client: httpx.Client, channel: int, label: str, query: str, fmt: str)
     )
     lines = size = 0
     first = None
+    error = ""
     started = time.perf_counter()
-    with client.stream("GET", path) as response:
-        if response.status_code != 200:
-            raise SystemExit(f"GET {path}: {response.status_code}\n{response.read()[:500]}")
-        for chunk in response.iter_raw(1 << 16):
-            if first is None:
-                first = time.perf_counter() - started
-            lines += chunk.count(b"\n")
-            size += len(chunk)
+    try:
+        with client.stream("GET", path) as response:
+            if response.status_code != 200:
+                raise SystemExit(f"GET {path}: {response.status_code}\n{response.read()[:500]}")
+            for chunk in response.iter_raw(1 << 16):
+                if first is None:
+                    first = time.perf_counter() - started
+                lines += chunk.count(b"\n")
+                size += len(chunk)
+    except httpx.HTTPError as failure:
+        error = f"{type(failure).__name__}: {failure}"
     seconds = time.perf_counter() - started
     records = lines - 1 if fmt == "csv" else lines  # the CSV's header line
-    return Export(label, query, fmt, records, seconds, first or seconds, size)
+    return Export(label, query, fmt, records, seconds, first or seconds, size, error)
 
 
 def fmt_ms(value: float | None) -> str:
@@ -647,6 +652,7 @@ def main(argv: list[str]) -> int:
                     log(
                         f"   export {fmt} ?{args.export_query}: {done.records:,} records in "
                         f"{done.seconds:.1f} s, {done.rate:,.0f}/s"
+                        + (f"; CUT OFF: {done.error}" if done.error else "")
                     )
                 if round_ == args.repeat - 1 and not args.no_export_full:
                     for fmt in formats:
@@ -655,6 +661,7 @@ def main(argv: list[str]) -> int:
                         log(
                             f"   export {fmt} (whole channel): {done.records:,} records in "
                             f"{done.seconds:.1f} s, {done.rate:,.0f}/s"
+                            + (f"; CUT OFF: {done.error}" if done.error else "")
                         )
     finally:
         for client in clients:
@@ -722,10 +729,13 @@ def main(argv: list[str]) -> int:
     export_rows = []
     for label, query in (("filtered", args.export_query), ("whole channel", "")):
         for fmt in ("csv", "ndjson"):
-            runs = [e for e in exports if e.label == label and e.fmt == fmt]
+            tried = [e for e in exports if e.label == label and e.fmt == fmt]
+            # A run cut off is not a rate: it is shown as such.
+            runs = [e for e in tried if not e.error] or tried
             if not runs:
                 continue
             rate = statistics.median(e.rate for e in runs)
+            cut = len(tried) - len([e for e in tried if not e.error])
             export_rows.append(
                 [
                     f"export {fmt} " + (f"?{query}" if query else "(whole channel)"),
@@ -735,8 +745,12 @@ def main(argv: list[str]) -> int:
                     f"{statistics.median(e.size for e in runs) / runs[0].records:.0f}",
                     f"{rate:,.0f}",
                     f"≥ {EXPORT_TARGET:,}",
-                    "yes" if rate >= EXPORT_TARGET else "**no**",
-                    str(len(runs)),
+                    "**cut off**"
+                    if runs[0].error
+                    else "yes"
+                    if rate >= EXPORT_TARGET
+                    else "**no**",
+                    f"{len(tried)}" + (f" ({cut} cut off)" if cut else ""),
                 ]
             )
     with psycopg.connect(db_url) as connection:
