@@ -191,7 +191,13 @@ def failures(request, channel_id: int):
     query[CURSOR_PARAM] = request.GET.get(CURSOR_PARAM) or "*"
     errors, records, count, next_cursor, groups = {}, [], 0, None, None
     try:
-        source = selectors.failed_integration_list_source(channel=channel, params=query)
+        # The group panel counts the matching records: the list takes its total from it.
+        grouped = params.copy()
+        grouped["group_by"] = GROUP_BY
+        groups = selectors.failed_integration_stats(channel=channel, params=grouped)
+        source = selectors.failed_integration_list_source(
+            channel=channel, params=query, count=groups["count"]
+        )
         rows = list(source.queryset[: limit + 1])
         count = source.count
         if len(rows) > limit:
@@ -202,11 +208,9 @@ def failures(request, channel_id: int):
             failed_integration_data(
                 r, has_endpoint=bool(channel.retry_endpoint), shows_errors=shows_errors
             )
+            | {"content_type_name": selectors.content_type_name(r.content_type_id)}
             for r in rows[:limit]
         ]
-        grouped = params.copy()
-        grouped["group_by"] = GROUP_BY
-        groups = selectors.failed_integration_stats(channel=channel, params=grouped)
     except ValidationError as error:
         errors = error.detail
     states_present = {row["state"] for row in groups["results"]} if groups else set()

@@ -158,6 +158,17 @@ class FailedIntegration(models.Model):
                 name="fi_scheduled",
                 condition=Q(next_retry_at__isnull=False),
             ),
+            # The console's due backlog of a channel, and its records resolved per hour.
+            models.Index(
+                fields=["channel", "next_retry_at", "id"],
+                name="fi_channel_due",
+                condition=Q(is_active=True, parked=False, next_retry_at__isnull=False),
+            ),
+            models.Index(
+                fields=["channel", "resolved_at", "id"],
+                name="fi_channel_resolved",
+                condition=Q(resolved_at__isnull=False),
+            ),
             # What retention purges and expiry deactivates.
             models.Index(
                 fields=["modified_date"], name="fi_inactive", condition=Q(is_active=False)

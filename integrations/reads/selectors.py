@@ -47,13 +47,18 @@ class ListSource:
     cursor: CursorRequest | None  # None: page mode
 
 
-def failed_integration_list_source(*, channel: Channel, params) -> ListSource:
+def failed_integration_list_source(
+    *, channel: Channel, params, count: int | None = None
+) -> ListSource:
     """The records of a list request: filtered, sorted, from its cursor (if any), and their
-    exact count (from the counts when they can answer, else counted)."""
+    exact count (`count` when the caller has it, else from the counts when they can answer,
+    else counted)."""
     query = ListQuery.from_params(params)
     cursor = cursor_request(params.get(CURSOR_PARAM), query.sort)
     queryset = query.apply(failed_integration_list(channel=channel))
-    total = counts.count(channel.pk, query.filters) if is_postgresql() else None
+    total = count
+    if total is None and is_postgresql():
+        total = counts.count(channel.pk, query.filters)
     if total is None:
         total = queryset.count()
     if cursor is not None:
