@@ -95,9 +95,11 @@ def demo_seed(channel: Channel, *, count: int = 360, seed: int = 7) -> int:
             last_attempt_at=created + dt.timedelta(minutes=10),
             last_error=rng.choice(ERRORS),
         )
-        if kind == "pending":
+        # As the default policies schedule them: a mapping failure waits for a person.
+        scheduled = reason != ReasonType.MAPPING
+        if kind == "pending" and scheduled:
             record.next_retry_at = now + dt.timedelta(minutes=rng.randint(5, 600))
-        elif kind == "due":
+        elif kind == "due" and scheduled:
             record.next_retry_at = now - dt.timedelta(minutes=rng.randint(1, 120))
         elif kind == "exhausted":
             record.retry_count = maximum

@@ -436,3 +436,7 @@ def test_the_demo_seeds_failures_in_every_state_with_attempts(channel):
         "expired",
     }
     assert RetryAttempt.objects.filter(failed_integration__channel=channel).count() > 100
+    # Scheduled as the default policies would: a mapping failure waits for a person.
+    assert not FailedIntegration.objects.filter(
+        channel=channel, reason_type="mapping", next_retry_at__isnull=False
+    ).exists()
