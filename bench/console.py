@@ -75,20 +75,9 @@ def log(message: str = "") -> None:
 
 # --- seeding ---------------------------------------------------------------------------------
 
+# The benchmark seeder's columns, and the retry engine's, which it leaves to their defaults.
 COLUMNS = (
-    "channel_id",
-    "version_date",
-    "reason_type",
-    "is_active",
-    "content_type_id",
-    "object_id",
-    "expiration_date",
-    "retry_count",
-    "max_retry_count",
-    "retry_interval",
-    "log_id",
-    "created_date",
-    "modified_date",
+    *database.FAILED_COLUMNS,
     "parked",
     "resolution",
     "resolved_at",
