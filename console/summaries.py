@@ -11,7 +11,9 @@ from django.db.models.functions import TruncHour
 from django.http import QueryDict
 from django.utils import timezone
 
+from common.database import is_postgresql
 from integrations.choices import AttemptOutcome, ReasonType, State
+from integrations.counting import counts
 from integrations.models import Channel, FailedIntegration, RetryAttempt
 from integrations.reads import selectors
 
@@ -99,13 +101,19 @@ def chart(channel: Channel, *, now: dt.datetime) -> dict:
     SVG geometry (bars stacked by reason, a line for the resolved)."""
     start = (now - dt.timedelta(hours=CHART_HOURS - 1)).replace(minute=0, second=0, microsecond=0)
     records = FailedIntegration.objects.filter(channel=channel)
-    reported = (
-        records.filter(created_date__gte=start)
-        .annotate(hour=TruncHour("created_date"))
-        .values_list("hour", "reason_type")
-        .annotate(n=Count("pk"))
-        .order_by()
-    )
+    if is_postgresql():
+        reported = [
+            (hour, reason, n)
+            for (hour, reason), n in counts.reported_per_hour(channel.pk, start).items()
+        ]
+    else:
+        reported = (
+            records.filter(created_date__gte=start)
+            .annotate(hour=TruncHour("created_date"))
+            .values_list("hour", "reason_type")
+            .annotate(n=Count("pk"))
+            .order_by()
+        )
     resolved = (
         records.filter(resolved_at__gte=start)
         .annotate(hour=TruncHour("resolved_at"))

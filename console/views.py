@@ -37,7 +37,13 @@ from integrations.operations.audit import audit
 from integrations.operations.single import record_action
 from integrations.reads import export, selectors
 from integrations.reads.cursor import CURSOR_PARAM
-from integrations.reads.filtersets import SORT_FIELDS
+from integrations.reads.filtersets import (
+    SORT_FIELDS,
+    BooleanFilter,
+    ChoiceFilter,
+    DateTimeFilter,
+    IntegerFilter,
+)
 from integrations.reads.query import FILTERS
 from integrations.records import services
 from integrations.records.representation import etag, failed_integration_data
@@ -62,6 +68,53 @@ BOOL_FILTERS = (
     ("exhausted", "Exhausted"),
     ("expired", "Expired"),
 )
+# The filters the form shows on its own; every other filter of the API is under "More filters".
+OWN_CONTROLS = {
+    "state__in",
+    "reason_type__in",
+    "content_type",
+    "object_id__in",  # the pasted object ids
+    *(name for name, _ in BOOL_FILTERS),
+    "version_date__gte",
+    "version_date__lt",
+    "created_date__gte",
+    "retry_count__gte",
+}
+LOOKUP_LABELS = {
+    "": "",
+    "in": "in (comma-separated)",
+    "gt": ">",
+    "gte": "≥",
+    "lt": "<",
+    "lte": "≤",
+    "isnull": "is empty",
+}
+
+
+def more_filters(params: QueryDict) -> list[dict]:
+    """A control for each filter of the API that the form does not show on its own, from the
+    filters themselves: a new filter gets its control without an edit here."""
+    controls = []
+    for name, flt in FILTERS.items():
+        if name in OWN_CONTROLS or name == "sort":
+            continue
+        field, _, lookup = name.partition("__")
+        control = {
+            "name": name,
+            "label": f"{field.replace('_', ' ')} {LOOKUP_LABELS.get(lookup, lookup)}".strip(),
+            "value": params.get(name, ""),
+            "options": None,
+            "numeric": isinstance(flt, IntegerFilter),
+            "placeholder": "2025-06-27T00:00:00Z" if isinstance(flt, DateTimeFilter) else "",
+        }
+        if isinstance(flt, BooleanFilter):
+            control["options"] = [("true", "yes"), ("false", "no")]
+        elif isinstance(flt, ChoiceFilter) and lookup != "in":
+            control["options"] = list(flt.extra["choices"])
+        controls.append(control)
+    return controls
+
+
 ACTION_LABELS = {
     "retry": "Retry now",
     "park": "Park",
@@ -224,6 +277,7 @@ def failures(request, channel_id: int):
         for key in ("state", "reason_type", "content_type"):
             link[key] = str(row[key])
         row["link"] = link.urlencode()
+    more = more_filters(params)
     context = {
         **channel_context(channel, access),
         "params": params,
@@ -244,6 +298,8 @@ def failures(request, channel_id: int):
         "filtered": bool([n for n in params if n != "sort"]),
         "objects": " ".join(pasted),
         "bool_filters": BOOL_FILTERS,
+        "more_filters": more,
+        "more_open": any(control["value"] for control in more),
         "checked": {
             name: {v for key in (name, f"{name}__in") for v in params.get(key, "").split(",") if v}
             for name in ("state", "reason_type")

@@ -78,6 +78,11 @@ class IntegrationAction(models.Model):
         return f"{self.content_type_id}:{self.object_id} on channel {self.channel_id}"
 
 
+# What the counts by state read of the records whose state the time decides, besides the
+# condition's own columns: the group keys and the columns of their untimed state.
+TIMED_INCLUDE = ["reason_type", "content_type", "parked", "exhausted"]
+
+
 class FailedIntegration(models.Model):
     """An object that did not reach a channel, and how it may be retried.
 
@@ -158,12 +163,30 @@ class FailedIntegration(models.Model):
                 name="fi_scheduled",
                 condition=Q(next_retry_at__isnull=False),
             ),
-            # The console's due backlog of a channel, and its records resolved per hour.
+            # The active records whose state the time decides (due, leased, past their expiry),
+            # with what the counts by state read of them (counting, reads.selectors), so that
+            # those reads never visit the table. (Indexing the lease makes a worker's claim a
+            # non-HOT update; its batch's finish was one already.) The first is also the
+            # console's due backlog.
             models.Index(
                 fields=["channel", "next_retry_at", "id"],
                 name="fi_channel_due",
                 condition=Q(is_active=True, parked=False, next_retry_at__isnull=False),
+                include=[*TIMED_INCLUDE, "expiration_date", "lease_expires_at"],
             ),
+            models.Index(
+                fields=["channel", "lease_expires_at"],
+                name="fi_channel_leased",
+                condition=Q(is_active=True, lease_expires_at__isnull=False),
+                include=[*TIMED_INCLUDE, "expiration_date"],
+            ),
+            models.Index(
+                fields=["channel", "expiration_date"],
+                name="fi_channel_expiring",
+                condition=Q(is_active=True, expiration_date__isnull=False),
+                include=TIMED_INCLUDE,
+            ),
+            # A channel's records resolved per hour (the console's chart).
             models.Index(
                 fields=["channel", "resolved_at", "id"],
                 name="fi_channel_resolved",

@@ -14,6 +14,7 @@ from django.utils import timezone
 from console.urls import urlpatterns
 from integrations.api.access import ADMIN, READ, WRITE
 from integrations.models import AuditEntry, BulkAction, Channel, ChannelGrant, FailedIntegration
+from integrations.reads.query import FILTERS
 
 pytestmark = pytest.mark.django_db
 
@@ -182,6 +183,31 @@ def test_the_list_takes_the_api_s_filters_and_counts_exactly(
     html = page.content.decode()
     assert 'data-count="3"' in html
     assert set(map(int, re.findall(r'data-pk="(\d+)"', html))) == {r.pk for r in remote}
+
+
+def test_the_form_has_a_control_for_every_filter_of_the_api(
+    django_user_model, channel, make_failed
+):
+    """Each of the API's filter parameters is a labelled control of the form (the pasted object
+    ids stand for `object_id__in`); one given in the URL keeps its value and filters."""
+    wanted = make_failed(object_id=5, max_retry_count=4, log_id=77)
+    make_failed(object_id=6, max_retry_count=2)
+    client = logged_in(django_user_model, channel, "viewer")
+
+    page = client.get(reverse("console:failures", args=[channel.pk]), {"max_retry_count__gte": "3"})
+
+    html = page.content.decode()
+    start = html.index('id="filters"')
+    form = html[start : html.index("</form>", start)]
+    names = set(re.findall(r'<(?:input|select|textarea)[^>]* name="([^"]+)"', form))
+    controls = set(re.findall(r'<(?:input|select|textarea) id="([^"]+)"', form))
+    labels = set(re.findall(r'<label for="([^"]+)"', form))
+    expected = (set(FILTERS) - {"sort", "object_id__in"}) | {"objects", "sort"}
+    assert expected <= names, expected - names
+    assert controls <= labels, controls - labels
+    assert 'name="max_retry_count__gte" value="3"' in form
+    assert '<details class="more" open>' in form
+    assert set(map(int, re.findall(r'data-pk="(\d+)"', html))) == {wanted.pk}
 
 
 def test_object_search_takes_several_ids(django_user_model, channel, make_failed):

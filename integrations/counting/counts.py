@@ -4,11 +4,14 @@ Counting two million rows takes PostgreSQL a quarter of a second however it is i
 list's `count` is read from counts that triggers keep in step with every write, in the same
 transaction:
 
-* the **cube**: rows per (channel, reason_type, is_active, content_type, exhausted). Any
-  combination of equality filters on those (and none: the channel's total) sums a few cells.
+* the **cube**: rows per (channel, reason_type, is_active, content_type, exhausted, parked,
+  resolution). Any combination of equality filters on those (and none: the channel's total)
+  sums a few cells, and with the few records whose state the time decides, the cells give the
+  counts by state (reads.selectors).
 * the **histograms**: rows per (channel, dimension, value) for the integer fields (per value)
   and the date-times (per hour). A range filter sums the whole hours inside the range and
   counts the rows of the one partial hour at its edge through the (channel, field) index.
+  One more counts records reported per hour and reason (the console's chart).
 
 Writers never update a shared counter row: statement-level triggers append their deltas
 (`..._delta` tables), so concurrent writes in one channel do not queue behind each other. The
@@ -26,12 +29,15 @@ from typing import Any
 
 from django.db import connection
 
+from integrations.choices import ReasonType
 from integrations.records.registry import (
+    BOOL,
     BY_NAME,
     CUBE_COLUMNS,
     DIMENSIONS,
     EXACT,
     IN,
+    INT,
     ISNULL,
     NULL_OR_NOT,
     PER_VALUE,
@@ -43,13 +49,27 @@ from integrations.records.registry import (
 HOUR = 3600
 NULL_BUCKET = -(2**63)
 DIMENSION_OF = {column: (number, unit) for number, column, unit in DIMENSIONS}
+# One more histogram, of two columns: records reported per hour and reason (the console's
+# chart). Its value is the created hour times REASON_SLOTS plus the reason's place among
+# ReasonType's values; the places are stored, so a new reason is added at the end.
+REPORTED, REPORTED_DIMENSION, REASON_SLOTS = "reported", 10, 16
+COUNT_DIMENSIONS = (*DIMENSIONS, (REPORTED_DIMENSION, BY_NAME["created_date"].column, REPORTED))
 # A read that meets more deltas than this folds the channel's deltas into the base tables.
 COMPACT_AFTER_DELTAS = 2000
 
 
 def _dimension_value(alias: str, column: str, unit: str) -> str:
     expression = f"{alias}.{column}"
-    if unit == "hour":
+    if unit == REPORTED:
+        places = " ".join(
+            f"WHEN '{reason}' THEN {place}" for place, reason in enumerate(ReasonType.values)
+        )
+        reason = f"{alias}.{BY_NAME['reason_type'].column}"
+        expression = (
+            f"fi_count_hour({expression}) * {REASON_SLOTS} "
+            f"+ CASE {reason} {places} ELSE {REASON_SLOTS - 1} END"
+        )
+    elif unit == "hour":
         expression = f"coalesce(fi_count_hour({expression}), {NULL_BUCKET})"
     elif unit == "null":
         expression = f"({expression} IS NULL)::int"
@@ -60,7 +80,7 @@ def _dimension_sql(alias: str) -> str:
     """(dim, value) of every histogram dimension of a row."""
     return ", ".join(
         f"({number}::smallint, {_dimension_value(alias, column, unit)})"
-        for number, column, unit in DIMENSIONS
+        for number, column, unit in COUNT_DIMENSIONS
     )
 
 
@@ -81,7 +101,7 @@ def _dimension_pairs_sql() -> str:
     return ", ".join(
         f"({number}::smallint, {_dimension_value('o', column, unit)}, "
         f"{_dimension_value('r', column, unit)})"
-        for number, column, unit in DIMENSIONS
+        for number, column, unit in COUNT_DIMENSIONS
     )
 
 
@@ -131,23 +151,34 @@ BEGIN {_update_statements()} RETURN NULL; END $$;
 
 TABLE = "integrations_failedintegration"
 
+
+def _cube_column_definitions() -> str:
+    """The cube's columns, typed as the table's."""
+    definitions = ["channel_id bigint NOT NULL"]
+    for field in RECORD_FIELDS:
+        if field.in_cube:
+            model_field = field.model_field
+            if getattr(model_field, "generated", False):
+                model_field = model_field.output_field
+            if field.kind == BOOL:
+                sql_type = "boolean"
+            elif field.kind == INT:
+                sql_type = "integer"
+            else:
+                sql_type = f"varchar({model_field.max_length})"
+            definitions.append(f"{field.column} {sql_type} NOT NULL")
+    return ",\n    ".join(definitions)
+
+
 INSTALL_SQL = f"""
 CREATE TABLE fi_count_cube (
-    channel_id bigint NOT NULL,
-    reason_type varchar(15) NOT NULL,
-    is_active boolean NOT NULL,
-    content_type_id integer NOT NULL,
-    exhausted boolean NOT NULL,
+    {_cube_column_definitions()},
     n bigint NOT NULL,
-    PRIMARY KEY (channel_id, reason_type, is_active, content_type_id, exhausted)
+    PRIMARY KEY (channel_id, {", ".join(CUBE_COLUMNS)})
 );
 CREATE TABLE fi_count_cube_delta (
     id bigserial PRIMARY KEY,
-    channel_id bigint NOT NULL,
-    reason_type varchar(15) NOT NULL,
-    is_active boolean NOT NULL,
-    content_type_id integer NOT NULL,
-    exhausted boolean NOT NULL,
+    {_cube_column_definitions()},
     n bigint NOT NULL
 );
 CREATE INDEX fi_count_cube_delta_channel ON fi_count_cube_delta (channel_id);
@@ -294,12 +325,7 @@ def group_counts(channel_id: int, filters, columns: list[str]) -> list[tuple] | 
         return None
     if not all(name in CUBE_FILTERS for name, _, _ in filters):
         return None
-    conditions, params = ["channel_id = %s"], [channel_id]
-    for name, _, value in filters:
-        column, is_list = CUBE_FILTERS[name]
-        conditions.append(f"{column} = ANY(%s)" if is_list else f"{column} = %s")
-        params.append(list(value) if is_list else value)
-    where = " AND ".join(conditions)
+    where, params = _cube_where(channel_id, filters)
     keys = ", ".join(columns)
     sql = (
         f"SELECT {keys}, sum(n)::bigint FROM (SELECT {keys}, n FROM fi_count_cube WHERE {where} "
@@ -311,6 +337,27 @@ def group_counts(channel_id: int, filters, columns: list[str]) -> list[tuple] | 
         return cursor.fetchall()
 
 
+def reported_per_hour(channel_id: int, since: dt.datetime) -> dict[tuple[dt.datetime, str], int]:
+    """Records reported (created) per (hour, reason) from the hour of `since` on."""
+    where = "channel_id = %s AND dim = %s AND value >= %s"
+    sql = (
+        f"SELECT value, sum(n)::bigint FROM (SELECT value, n FROM fi_count_hist WHERE {where} "
+        f"UNION ALL SELECT value, n FROM fi_count_hist_delta WHERE {where}) AS cells "
+        f"GROUP BY value HAVING sum(n) <> 0"
+    )
+    params = [channel_id, REPORTED_DIMENSION, _hour(since) * REASON_SLOTS]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params * 2)
+        rows = cursor.fetchall()
+    reasons = ReasonType.values
+    found = {}
+    for value, n in rows:
+        hour, place = divmod(value, REASON_SLOTS)
+        if place < len(reasons):
+            found[EPOCH + dt.timedelta(hours=hour), reasons[place]] = n
+    return found
+
+
 def _sum_sql(base: str, delta: str, where: str) -> str:
     return (
         f"SELECT coalesce(sum(n), 0)::bigint, count(*) FILTER (WHERE delta) FROM ("
@@ -319,13 +366,18 @@ def _sum_sql(base: str, delta: str, where: str) -> str:
     )
 
 
-def _cube_sql(channel_id: int, filters) -> tuple[str, list]:
+def _cube_where(channel_id: int, filters) -> tuple[str, list]:
+    """The cells of the channel that the (cube) filters select: SQL and parameters."""
     conditions, params = ["channel_id = %s"], [channel_id]
     for name, _, value in filters:
         column, is_list = CUBE_FILTERS[name]
         conditions.append(f"{column} = ANY(%s)" if is_list else f"{column} = %s")
         params.append(list(value) if is_list else value)
-    where = " AND ".join(conditions)
+    return " AND ".join(conditions), params
+
+
+def _cube_sql(channel_id: int, filters) -> tuple[str, list]:
+    where, params = _cube_where(channel_id, filters)
     return _sum_sql("fi_count_cube", "fi_count_cube_delta", where), params * 2
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +16,7 @@ from rest_framework.exceptions import ValidationError
 from common.database import is_postgresql
 from common.fields import INT64_MAX
 from integrations.counting import counts
-from integrations.lifecycle.states import state_expression
+from integrations.lifecycle.states import state_expression, timed_states_q, untimed_state
 from integrations.models import Channel, FailedIntegration
 from integrations.reads.cursor import CURSOR_PARAM, CursorRequest, after_q, cursor_request
 from integrations.reads.query import ListQuery
@@ -59,6 +61,9 @@ def failed_integration_list_source(
     total = count
     if total is None and is_postgresql():
         total = counts.count(channel.pk, query.filters)
+        if total is None and query.filter_names & set(STATE_FILTERS):
+            groups = counted_groups(channel, query.filters, [])
+            total = None if groups is None else sum(n for (n,) in groups)
     if total is None:
         total = queryset.count()
     if cursor is not None:
@@ -99,7 +104,7 @@ def failed_integration_stats(*, channel: Channel, params) -> dict[str, Any]:
     keys = parse_group_by(params.get("group_by"))
     query = ListQuery.from_params(params)
     columns = ["content_type_id" if key == "content_type" else key for key in keys]
-    rows = counts.group_counts(channel.pk, query.filters, columns) if is_postgresql() else None
+    rows = counted_groups(channel, query.filters, columns) if is_postgresql() else None
     if rows is None:
         rows = _group_rows(
             query.apply(failed_integration_list(channel=channel)),
@@ -122,19 +127,82 @@ def failed_integration_stats(*, channel: Channel, params) -> dict[str, Any]:
     }
 
 
+STATE_FILTERS = ("state", "state__in")
+
+
+def counted_groups(
+    channel: Channel, filters, columns: list[str], *, now: dt.datetime | None = None
+) -> list[tuple] | None:
+    """(*values, count) per group of `columns` (cube columns and `state`) from the counts
+    (PostgreSQL), or None when they cannot answer the filters or the keys.
+
+    A cube cell's records are in the cell's `untimed_state`, but for the active ones whose
+    state the time decides (past their expiry, leased, due): those are counted in the table,
+    through partial indexes that hold only them, and moved to their state."""
+    wanted: set[str] | None = None
+    cube_filters = []
+    for name, flt, value in filters:
+        if name in STATE_FILTERS:
+            given = {value} if name == "state" else set(value)
+            wanted = given if wanted is None else wanted & given
+        else:
+            cube_filters.append((name, flt, value))
+    if "state" not in columns and wanted is None:
+        return counts.group_counts(channel.pk, filters, columns)
+    keys = [column for column in columns if column != "state"]
+    cell_columns = list(dict.fromkeys([*keys, "is_active", "resolution", "parked", "exhausted"]))
+    cells = counts.group_counts(channel.pk, cube_filters, cell_columns)
+    if cells is None:
+        return None
+    totals: Counter[tuple] = Counter()
+    for *values, n in cells:
+        cell = dict(zip(cell_columns, values, strict=True))
+        state = untimed_state(
+            is_active=cell["is_active"],
+            resolution=cell["resolution"],
+            parked=cell["parked"],
+            exhausted=cell["exhausted"],
+        )
+        totals[(*(cell[key] for key in keys), state)] += n
+    records = ListQuery(filters=tuple(cube_filters)).apply(failed_integration_list(channel=channel))
+    timed_columns = list(dict.fromkeys([*keys, "parked", "exhausted"]))
+    now = now or timezone.now()
+    timed = timed_states_q(now=now, has_endpoint=bool(channel.retry_endpoint))
+    for state, condition in timed.items():
+        # Count("*"): the partial indexes do not hold the pk of every row.
+        rows = (
+            records.filter(condition).order_by().values_list(*timed_columns).annotate(n=Count("*"))
+        )
+        for *values, n in rows:
+            row = dict(zip(timed_columns, values, strict=True))
+            untimed = untimed_state(
+                is_active=True, resolution="", parked=row["parked"], exhausted=row["exhausted"]
+            )
+            group = tuple(row[key] for key in keys)
+            totals[(*group, untimed)] -= n
+            totals[(*group, state)] += n
+    found: Counter[tuple] = Counter()
+    for (*values, state), n in totals.items():
+        if wanted is None or state in wanted:
+            by_key = {**dict(zip(keys, values, strict=True)), "state": state}
+            found[tuple(by_key[column] for column in columns)] += n
+    return [(*group, n) for group, n in found.items() if n]
+
+
 def _group_rows(
-    queryset, keys: list[str], columns: list[str], *, has_endpoint: bool
+    queryset, keys: list[str], columns: list[str], *, has_endpoint: bool, now=None
 ) -> list[tuple]:
     """(*values, count) per group, counted in the table."""
+    now = now or timezone.now()
     queryset = queryset.order_by()
     if "state" in keys:
         queryset = queryset.annotate(
-            state=state_expression(now=timezone.now(), has_endpoint=Value(has_endpoint))
+            state=state_expression(now=now, has_endpoint=Value(has_endpoint))
         )
     if "expired" in keys:
         queryset = queryset.annotate(
             expired=Case(
-                When(expiration_date__lt=timezone.now(), then=Value(True)),
+                When(expiration_date__lt=now, then=Value(True)),
                 default=Value(False),
                 output_field=BooleanField(),
             )

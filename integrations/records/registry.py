@@ -202,7 +202,10 @@ RECORD_FIELDS: tuple[RecordField, ...] = (
         description="When it stopped being retried.",
     ),
     R("exhausted", answered=False, lookups=(EXACT,), in_cube=True),
-    R("parked", answered=False, lookups=(EXACT,)),
+    R("parked", answered=False, lookups=(EXACT,), in_cube=True),
+    # With `parked` and `exhausted`, what the state of a record is when the time plays no part:
+    # the counts keep it so that they count records by state (counting.counts.state_groups).
+    R("resolution", answered=False, in_cube=True),
 )
 
 BY_NAME = {field.name: field for field in RECORD_FIELDS}

@@ -11,6 +11,7 @@ from django.db import connection
 from django.http import QueryDict
 
 from common.database import is_postgresql
+from integrations.choices import State
 from integrations.counting import counts
 from integrations.models import FailedIntegration
 from integrations.reads.query import ListQuery
@@ -206,29 +207,91 @@ def test_reads_fold_the_deltas_when_many_have_piled_up(channel, make_failed, mon
         ("reason_type,content_type,is_active,exhausted", ""),
         ("is_active", "reason_type=remote"),
         ("content_type,exhausted", "reason_type__in=mapping,remote&is_active=true"),
+        ("state", ""),
+        ("state,reason_type,content_type", ""),
+        ("state,exhausted", "is_active=true"),
+        ("reason_type,state", "state__in=pending,due,in_progress,exhausted&reason_type=remote"),
+        ("content_type", "state=expired"),
+        ("state", "state__in=expired,parked&state=parked"),
+        ("state,parked", "parked=true"),
     ],
 )
 def test_group_counts_agree_with_grouping_the_table(
     channel, make_failed, product_type, order_type, group_by, params
 ):
-    from integrations.reads.selectors import _group_rows
+    from integrations.reads.selectors import _group_rows, counted_groups
 
     rng = random.Random(3)
     scatter(make_failed, rng, 60, [product_type, order_type])
     FailedIntegration.objects.filter(pk__in=FailedIntegration.objects.values("pk")[:10]).update(
         is_active=False, retry_count=9
     )
+    # Every state: parked, leased, due and superseded records besides the scattered ones.
+    now = dt.datetime.now(dt.UTC)
+    pks = list(FailedIntegration.objects.order_by("pk").values_list("pk", flat=True))
+    hour = dt.timedelta(hours=1)
+    live = {"is_active": True, "expiration_date": None}
+    for offset, fields in enumerate(
+        [
+            {"parked": True},
+            {"lease_expires_at": now + hour, **live},
+            {"lease_expires_at": now - hour, "next_retry_at": now - hour, **live},
+            {"next_retry_at": now - hour, "retry_count": 9, **live},
+            {"next_retry_at": now + hour, "parked": True, **live},
+            {"next_retry_at": None, "retry_count": 9, **live},
+            {"next_retry_at": None, "retry_count": 0, "parked": False, **live},
+            {"is_active": False, "resolution": "superseded"},
+        ]
+    ):
+        FailedIntegration.objects.filter(pk__in=pks[10 + offset :: 8]).update(**fields)
+    channel.retry_endpoint = "http://127.0.0.1:9/r"
+    channel.save()
     keys = group_by.split(",")
     columns = ["content_type_id" if key == "content_type" else key for key in keys]
     list_query = query(params)
 
-    from_counts = counts.group_counts(channel.pk, list_query.filters, columns)
+    from_counts = counted_groups(channel, list_query.filters, columns, now=now)
     from_table = _group_rows(
         list_query.apply(FailedIntegration.objects.filter(channel=channel)),
         keys,
         columns,
-        has_endpoint=False,
+        has_endpoint=True,
+        now=now,
     )
 
     assert from_counts is not None
     assert sorted(from_counts) == sorted(from_table)
+    if "state" in keys and not params:  # the data has every state
+        assert {row[keys.index("state")] for row in from_table} == set(State.values)
+
+
+@pytest.mark.postgres_only
+def test_reported_per_hour_and_reason_agrees_with_the_table(channel, make_failed, order_type):
+    """The console's chart reads these counts: they follow inserts, changes of the reason or
+    of the created hour, and deletes."""
+    from django.db.models import Count
+    from django.db.models.functions import TruncHour
+
+    rng = random.Random(5)
+    scatter(make_failed, rng, 40, [order_type])
+    records = FailedIntegration.objects.filter(channel=channel)
+    start = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    pks = list(records.order_by("pk").values_list("pk", flat=True))
+    for offset, hours in enumerate([-30, -5, 0, 2]):
+        records.filter(pk__in=pks[offset::5]).update(
+            created_date=start + dt.timedelta(hours=hours, minutes=offset)
+        )
+    records.filter(pk__in=pks[4::9]).update(reason_type="channel_app")
+    records.filter(pk__in=pks[::11]).delete()
+    since = start - dt.timedelta(hours=6)
+
+    expected = {
+        (hour, reason): n
+        for hour, reason, n in records.filter(created_date__gte=since)
+        .annotate(hour=TruncHour("created_date"))
+        .values_list("hour", "reason_type")
+        .annotate(n=Count("pk"))
+        .order_by()
+    }
+    assert len(expected) >= 4
+    assert counts.reported_per_hour(channel.pk, since) == expected

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 
 import pytest
 from django.db import connection
@@ -17,6 +18,7 @@ from rest_framework.test import APIClient
 from integrations.choices import Resolution, State
 from integrations.lifecycle.states import record_state, state_expression, state_q, state_sql
 from integrations.models import Channel, FailedIntegration
+from integrations.reads.selectors import counted_groups
 
 pytestmark = pytest.mark.django_db
 
@@ -291,6 +293,13 @@ def test_the_forms_of_state_agree_on_any_record(channels, product_type, rows):
     assert states_by_filter(pks, NOW) == {pk: [state] for pk, state in python.items()}
     if connection.vendor == "postgresql":
         assert states_by_sql(pks, NOW) == python
+        # The counts by state (the cube's cells, corrected by the records the time decides).
+        for channel in channels.values():
+            expected = Counter(
+                state for pk, state in python.items() if stored[pk].channel_id == channel.pk
+            )
+            counted = counted_groups(channel, (), ["state"], now=NOW)
+            assert dict(counted) == dict(expected)
 
 
 # --- through the API, at the wall clock ---------------------------------------------------------
