@@ -47,3 +47,22 @@ def note_use(key_hash: str, *, last_used_at: dt.datetime | None = None) -> None:
 def forget_uses() -> None:
     """Forgets this process's memory of recorded uses (tests)."""
     _noted.clear()
+
+
+# key hash -> the token's user's name, for the log lines of requests the fast path answers (a
+# token's user never changes; its validity is checked by each request's own statement).
+_usernames: dict[str, str] = {}
+
+
+def token_username(key_hash: str) -> str | None:
+    name = _usernames.get(key_hash)
+    if name is None:
+        name = (
+            Token.objects.filter(key_hash=key_hash).values_list("user__username", flat=True).first()
+        )
+        if name is None:
+            return None
+        if len(_usernames) >= _NOTED_MAX:
+            _usernames.clear()
+        _usernames[key_hash] = name
+    return name

@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.db import connections
 from gunicorn.app.base import BaseApplication
 
+from ops.multiprocess import child_exit
+
 
 class _Application(BaseApplication):
     def __init__(self, options: dict):
@@ -25,7 +27,10 @@ def serve(*, bind: str, workers: int, **options) -> None:
     config = {
         "bind": bind,
         "workers": workers,
-        "accesslog": "-",
+        # The access log is the service's own (ops.middleware): one line a request, in the
+        # configured LOG_FORMAT, with its request id.
+        "accesslog": None,
+        "child_exit": child_exit,
         "timeout": 60,
         "graceful_timeout": 30,
         # Connections are opened per worker after the fork (persistent on PostgreSQL).

@@ -125,9 +125,13 @@ INSTALLED_APPS = [
     "accounts",
     "integrations",
     "console",
+    "ops",
+    "drf_spectacular_sidecar",  # Swagger UI's files, for the API docs
 ]
 
 MIDDLEWARE = [
+    # The request's id, metrics and access log line: outermost, so that every answer has them.
+    "ops.middleware.RequestContextMiddleware",
     "common.middleware.NoStoreMiddleware",
     "common.middleware.ContentSecurityPolicyMiddleware",
     "common.middleware.RequestBodyLimitMiddleware",
@@ -286,17 +290,24 @@ if PRODUCTION:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
 
+# Logs: readable text lines (the default), or `LOG_FORMAT=json`: one JSON object a line (time,
+# level, logger, message, request id, user, channel, route, status, duration; the worker's
+# lines carry the attempt's idempotency key), for a log store.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "text").strip().lower()
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be 'text' or 'json', not {LOG_FORMAT!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "text": {"()": "ops.logs.TextFormatter"},
+        "json": {"()": "ops.logs.JsonFormatter"},
     },
     "filters": {
         "one_line_warning": {"()": "common.logs.OneLineWarning"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT},
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
@@ -309,6 +320,10 @@ LOGGING = {
         "httpx": {"level": "WARNING"},
     },
 }
+
+# `GET /metrics` (Prometheus): with a token set, only for `Authorization: Bearer <token>`;
+# without one, served in the embedded mode and refused in production.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "").strip()
 
 # Bulk intake: the most items one request may carry.
 BULK_MAX_ITEMS = env_int("BULK_MAX_ITEMS", 1000, minimum=1)

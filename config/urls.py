@@ -7,6 +7,7 @@ from django.views.generic import RedirectView
 from accounts.api import LoginView
 from common.views import api_root, health
 from integrations.api.openapi import OpenAPIView
+from ops.views import api_docs, metrics_view, ready
 
 handler400 = "common.views.bad_request"
 handler403 = "common.views.permission_denied"
@@ -22,4 +23,7 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="console:overview"), name="root"),
     path("admin/", admin.site.urls),
     path("healthz", health, name="health"),
+    path("readyz", ready, name="ready"),
+    path("metrics", metrics_view, name="metrics"),
+    path("api/v1/docs/", api_docs, name="api-docs"),
 ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from django.db.models import Count, Min
+from django.db.models import Count
 from django.db.models.functions import TruncHour
 from django.http import QueryDict
 from django.utils import timezone
@@ -59,16 +59,14 @@ def _grouped(channel: Channel, query: str) -> dict[str, int]:
 
 def summary(channel: Channel, role: str, *, now: dt.datetime | None = None) -> Summary:
     now = now or timezone.now()
-    due = FailedIntegration.objects.filter(
-        channel=channel, is_active=True, parked=False, next_retry_at__lte=now
-    ).aggregate(n=Count("pk"), oldest=Min("next_retry_at"))
+    due = selectors.due_backlog(channel=channel, now=now)
     return Summary(
         channel=channel,
         role=role,
         by_state=_grouped(channel, "group_by=state&is_active=true"),
         by_reason=_grouped(channel, "group_by=reason_type&is_active=true"),
-        due=due["n"] if channel.retry_endpoint else 0,
-        oldest_due=due["oldest"] if channel.retry_endpoint else None,
+        due=due.count,
+        oldest_due=due.oldest,
         health=health(channel),
         chart=chart(channel, now=now),
     )

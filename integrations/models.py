@@ -264,6 +264,19 @@ class RetryAttempt(models.Model):
         return f"attempt {self.number} of {self.failed_integration_id}: {self.outcome}"
 
 
+class WorkerHeartbeat(models.Model):
+    """A retry worker that is running, or that stopped without saying so (it crashed or hangs):
+    when it last went round its loop. A worker that stops cleanly removes its row; the metrics
+    show each row's age, and the alert rules watch it."""
+
+    name = models.CharField(max_length=64, primary_key=True)
+    started_at = models.DateTimeField()
+    seen_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"worker {self.name}, seen {self.seen_at:%Y-%m-%d %H:%M:%S}"
+
+
 class EngineEvent(models.Model):
     """An event to tell the world about (retries ran out), sent by the worker: an outbox, so
     that it is recorded in the same transaction as what caused it and sent at least once."""

@@ -14,8 +14,10 @@ with httpx and urllib3).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
+import math
 import os
 import socket
 import threading
@@ -42,15 +44,20 @@ from integrations.dispatch.signing import (
     signing_secrets,
 )
 from integrations.lifecycle import policies, transitions
-from integrations.models import EngineEvent, FailedIntegration, RetryAttempt
+from integrations.models import EngineEvent, FailedIntegration, RetryAttempt, WorkerHeartbeat
 from integrations.operations import bulk as bulk_actions
 from integrations.records.representation import failed_integration_data
+from ops import metrics
+from ops.logs import log_context
 
 logger = logging.getLogger("integrations.dispatch.worker")
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 USER_AGENT = "failed-integrations-retry/1"
 EXHAUSTED = "failed_integration.exhausted"
+# How often a worker records that it is alive, and how long a crashed one's row is kept.
+HEARTBEAT_SECONDS = 10.0
+HEARTBEATS_KEPT = dt.timedelta(days=1)
 
 
 @dataclass
@@ -81,6 +88,7 @@ class Worker:
         self.poster = Poster(timeout=config.timeout)
         self.pool = ThreadPoolExecutor(max_workers=config.concurrency)
         self.last_housekeeping = 0.0
+        self.last_beat = -math.inf
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -89,6 +97,7 @@ class Worker:
         attempts made."""
         made = 0
         while not self.stopping.is_set():
+            self.beat()
             if not connection.in_atomic_block:
                 close_old_connections()  # as a request would: a lost connection is replaced
             if time.monotonic() - self.last_housekeeping >= self.config.housekeeping_every:
@@ -103,7 +112,20 @@ class Worker:
                 self.stopping.wait(self.config.poll)
         self.pool.shutdown(wait=True)
         self.poster.close()
+        WorkerHeartbeat.objects.filter(name=self.config.name).delete()  # stopped, and said so
         return made
+
+    def beat(self) -> None:
+        """Records that this worker is alive, at most every HEARTBEAT_SECONDS."""
+        if time.monotonic() - self.last_beat < HEARTBEAT_SECONDS:
+            return
+        self.last_beat = time.monotonic()
+        now = timezone.now()
+        WorkerHeartbeat.objects.update_or_create(
+            name=self.config.name,
+            defaults={"seen_at": now},
+            create_defaults={"started_at": now, "seen_at": now},
+        )
 
     def stop(self) -> None:
         self.stopping.set()
@@ -113,6 +135,7 @@ class Worker:
         expire_records()
         purge_records()
         bulk_actions.purge()
+        WorkerHeartbeat.objects.filter(seen_at__lt=timezone.now() - HEARTBEATS_KEPT).delete()
         deliver_events(self.poster, lease=self.config.lease)
         if is_postgresql():
             counts.compact()
@@ -173,7 +196,24 @@ class Worker:
             }
         )
         headers = signed_headers(body, item.secrets, idempotency_key=attempt.idempotency_key)
-        return post_outcome(self.poster, item.endpoint, body, headers)
+        with log_context(
+            idempotency_key=attempt.idempotency_key,
+            channel=record.channel_id,
+            worker=self.config.name,
+        ):
+            started = time.perf_counter()
+            result = post_outcome(self.poster, item.endpoint, body, headers)
+            seconds = time.perf_counter() - started
+            logger.info(
+                "attempt %s of failed integration %s (channel %s): %s%s in %.0f ms",
+                attempt.number,
+                record.pk,
+                record.channel_id,
+                result.outcome,
+                f" (HTTP {result.http_status})" if result.http_status else "",
+                seconds * 1000,
+            )
+        return dataclasses.replace(result, seconds=seconds)
 
 
 def signed_headers(body: bytes, secrets: tuple[str, ...], *, idempotency_key: str) -> dict:
@@ -203,6 +243,7 @@ class AttemptResult:
     outcome: str
     http_status: int | None
     error: str
+    seconds: float | None = None  # the POST's, when it was made
 
 
 def post_outcome(poster: Poster, url: str, body: bytes, headers: dict[str, str]) -> AttemptResult:
@@ -271,6 +312,7 @@ def finish_attempts(claimed: list[Claimed], results: list[AttemptResult], *, wor
                     "attempt %s of %s: the lease lapsed before the answer; ignored",
                     attempt.number,
                     record.pk,
+                    extra={"idempotency_key": attempt.idempotency_key},
                 )
                 continue
             attempt.outcome = result.outcome
@@ -315,6 +357,10 @@ def finish_attempts(claimed: list[Claimed], results: list[AttemptResult], *, wor
             )
         if exhausted:
             record_exhaustion(exhausted, now=now)
+    for item, result in zip(claimed, results, strict=True):
+        metrics.attempt_finished(item.record.channel_id, item.attempt.outcome, result.seconds)
+    for record in exhausted:
+        metrics.exhausted(record.channel_id)
 
 
 FAILURE_FIELDS = (

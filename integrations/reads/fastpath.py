@@ -34,7 +34,7 @@ from rest_framework.exceptions import APIException, ParseError
 
 from accounts.authentication import authenticates_sql, key_from_header
 from accounts.models import hash_key
-from accounts.usage import note_use
+from accounts.usage import note_use, token_username
 from common.database import fetchone_prepared, is_postgresql
 from common.fields import INT64_MAX
 from common.pagination import PageRequest, cursor_link, page_links
@@ -189,6 +189,7 @@ class FastPathMiddleware:
         response = self.route(request, path, key_hash)
         if response is not None:
             note_use(key_hash)
+            request.token_username = token_username(key_hash)  # for the access log
         return response
 
     def route(self, request, path: str, key_hash: str) -> HttpResponse | None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
-from django.db.models import Case, Count, QuerySet, Value, When
+from django.db.models import Case, Count, Min, QuerySet, Value, When
 from django.db.models.fields import BooleanField
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
@@ -69,6 +69,23 @@ def failed_integration_list_source(
     if cursor is not None:
         queryset = queryset.filter(after_q(cursor))
     return ListSource(queryset=queryset, count=total, cursor=cursor)
+
+
+@dataclass(frozen=True)
+class DueBacklog:
+    count: int
+    oldest: dt.datetime | None  # when the longest-waiting due record became due
+
+
+def due_backlog(*, channel: Channel, now: dt.datetime) -> DueBacklog:
+    """The channel's records due for a retry now (none for a channel without a retry
+    endpoint: nothing is sent), through the partial index of due records."""
+    if not channel.retry_endpoint:
+        return DueBacklog(0, None)
+    due = FailedIntegration.objects.filter(
+        channel=channel, is_active=True, parked=False, next_retry_at__lte=now
+    ).aggregate(n=Count("pk"), oldest=Min("next_retry_at"))
+    return DueBacklog(due["n"], due["oldest"])
 
 
 def failed_integration_get(

@@ -1,0 +1,152 @@
+"""The service's Prometheus metrics, and their exposition at `GET /metrics`.
+
+Counters and histograms are kept by the process that observes them (the API's workers, the
+retry workers). With `PROMETHEUS_MULTIPROC_DIR` set (to the same empty directory for every
+process of one deployment; `manage.py serve` makes one), prometheus_client's multiprocess mode
+adds up the values of every process in that directory, so a scrape of any API worker counts
+them all. Without it (the tests, a single process) a scrape shows this process's values.
+
+What the records are (failures by state and reason, the due backlog) is read at scrape time
+from the counts the service keeps (`DatabaseCollector`): a scrape never counts rows.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+
+# Seconds; an API request and an attempt of a channel app.
+REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+ATTEMPT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+# A worker records its heartbeat every 10 s (dispatch.worker.HEARTBEAT_SECONDS).
+ALIVE_WITHIN = 60.0
+
+HTTP_REQUESTS = Counter(
+    "fi_http_requests",
+    "HTTP requests answered, by route (the URL pattern's name), method and status.",
+    ["route", "method", "status"],
+)
+HTTP_REQUEST_SECONDS = Histogram(
+    "fi_http_request_duration_seconds",
+    "Time to answer an HTTP request (the body's streaming not included), by route and method.",
+    ["route", "method"],
+    buckets=REQUEST_BUCKETS,
+)
+ATTEMPTS = Counter(
+    "fi_retry_attempts",
+    "Retry attempts finished, by channel and outcome (success, http_error, timeout, refused, "
+    "error, lease_lost).",
+    ["channel", "outcome"],
+)
+ATTEMPT_SECONDS = Histogram(
+    "fi_retry_attempt_duration_seconds",
+    "Time of one attempt (the POST to the channel app and its answer), by channel.",
+    ["channel"],
+    buckets=ATTEMPT_BUCKETS,
+)
+EXHAUSTIONS = Counter("fi_exhaustions", "Records whose retries ran out, by channel.", ["channel"])
+LEASES_LOST = Counter(
+    "fi_leases_lost",
+    "Attempts whose answer came after their lease lapsed (ignored), by channel.",
+    ["channel"],
+)
+
+
+def request_answered(route: str, method: str, status: int, seconds: float) -> None:
+    HTTP_REQUESTS.labels(route, method, str(status)).inc()
+    HTTP_REQUEST_SECONDS.labels(route, method).observe(seconds)
+
+
+def attempt_finished(channel_id: int, outcome: str, seconds: float | None) -> None:
+    ATTEMPTS.labels(str(channel_id), outcome).inc()
+    if seconds is not None:
+        ATTEMPT_SECONDS.labels(str(channel_id)).observe(seconds)
+    if outcome == "lease_lost":
+        LEASES_LOST.labels(str(channel_id)).inc()
+
+
+def exhausted(channel_id: int) -> None:
+    EXHAUSTIONS.labels(str(channel_id)).inc()
+
+
+class DatabaseCollector:
+    """Gauges read from the database at scrape time, per channel: active failures by state
+    and reason (the counts by state, see reads.selectors.counted_groups), the due backlog and
+    the age of its oldest record (through the partial index of due records); and the retry
+    workers' heartbeats (from the database, wherever the workers run)."""
+
+    def collect(self):
+        from django.http import QueryDict
+        from django.utils import timezone
+
+        from integrations.models import Channel, WorkerHeartbeat
+        from integrations.reads import selectors
+
+        failures = GaugeMetricFamily(
+            "fi_failures",
+            "Active failed integrations, by channel, state and reason.",
+            labels=["channel", "state", "reason_type"],
+        )
+        due = GaugeMetricFamily(
+            "fi_due_backlog", "Records due for a retry now, by channel.", labels=["channel"]
+        )
+        oldest = GaugeMetricFamily(
+            "fi_oldest_due_age_seconds",
+            "How long the oldest due record has been due (0: none due), by channel.",
+            labels=["channel"],
+        )
+        now = timezone.now()
+        params = QueryDict("group_by=state,reason_type&is_active=true")
+        for channel in Channel.objects.order_by("pk"):
+            label = str(channel.pk)
+            stats = selectors.failed_integration_stats(channel=channel, params=params)
+            for row in stats["results"]:
+                failures.add_metric([label, row["state"], row["reason_type"]], row["count"])
+            backlog = selectors.due_backlog(channel=channel, now=now)
+            due.add_metric([label], backlog.count)
+            age = (now - backlog.oldest).total_seconds() if backlog.oldest else 0.0
+            oldest.add_metric([label], max(age, 0.0))
+        beats = GaugeMetricFamily(
+            "fi_worker_heartbeat_age_seconds",
+            "Seconds since each retry worker last went round its loop; a worker that stopped "
+            "cleanly is not listed, one that crashed or hangs grows old.",
+            labels=["worker"],
+        )
+        alive = GaugeMetricFamily(
+            "fi_workers_alive",
+            f"Retry workers seen in the last {ALIVE_WITHIN:g} seconds.",
+        )
+        count = 0
+        for name, seen in WorkerHeartbeat.objects.values_list("name", "seen_at"):
+            age = max((now - seen).total_seconds(), 0.0)
+            beats.add_metric([name], age)
+            count += age <= ALIVE_WITHIN
+        alive.add_metric([], count)
+        yield failures
+        yield due
+        yield oldest
+        yield beats
+        yield alive
+
+
+def exposition() -> bytes:
+    """The text format of every metric: the processes' (added up in multiprocess mode) and the
+    database's."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        processes = CollectorRegistry()
+        multiprocess.MultiProcessCollector(processes)
+    else:
+        processes = REGISTRY
+    database = CollectorRegistry(auto_describe=False)
+    database.register(DatabaseCollector())
+    return generate_latest(processes) + generate_latest(database)
