@@ -18,7 +18,8 @@ Peers: the console (session of a superuser, logged in through /console/login/) a
 first in odd rounds). The table shows the median over the rounds of each round's p50 and p95,
 the console/admin ratio of those (a time ratio: below 1 the console is faster), and the
 export's records/s (CSV and NDJSON of `--export-query`, every round; of the whole channel
-once, in the last round, unless `--no-export-full`). See bench/CONSOLE.md.
+once, in the last round, unless `--no-export-full`). A Prometheus scrape of `/metrics` is timed
+beside the pages (its gauges read the records' counts). See bench/CONSOLE.md.
 """
 
 from __future__ import annotations
@@ -592,6 +593,8 @@ def main(argv: list[str]) -> int:
             ),
             Page("failures ?state=exhausted (+ group panel)", failures + "?state=exhausted", None),
             Page("record detail", failures + "{pk}/", changelist + "{pk}/change/"),
+            # Not a console page: a Prometheus scrape, whose gauges read the same counts.
+            Page("metrics scrape /metrics", "/metrics", None),
         ]
         peers = {"console": console, "admin": admin}
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+
+from django.conf import settings
 from django.db import connections
 from gunicorn.app.base import BaseApplication
 
@@ -23,8 +26,21 @@ class _Application(BaseApplication):
         return application
 
 
+def _log_config() -> dict:
+    """The service's logging, for gunicorn's own lines too (start-up, workers, shutdown): in
+    the configured LOG_FORMAT, so that LOG_FORMAT=json gives one JSON object every line."""
+    config = copy.deepcopy(settings.LOGGING)
+    config["loggers"]["gunicorn.error"] = {
+        "handlers": ["console"],
+        "level": "INFO",
+        "propagate": False,
+    }
+    return config
+
+
 def serve(*, bind: str, workers: int, **options) -> None:
     config = {
+        "logconfig_dict": _log_config(),
         "bind": bind,
         "workers": workers,
         # The access log is the service's own (ops.middleware): one line a request, in the

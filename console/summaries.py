@@ -59,11 +59,12 @@ def _grouped(channel: Channel, query: str) -> dict[str, int]:
 
 def summary(channel: Channel, role: str, *, now: dt.datetime | None = None) -> Summary:
     now = now or timezone.now()
-    due = selectors.due_backlog(channel=channel, now=now)
+    by_state = _grouped(channel, "group_by=state&is_active=true")
+    due = selectors.due_backlog(channel=channel, now=now, count=by_state.get(State.DUE, 0))
     return Summary(
         channel=channel,
         role=role,
-        by_state=_grouped(channel, "group_by=state&is_active=true"),
+        by_state=by_state,
         by_reason=_grouped(channel, "group_by=reason_type&is_active=true"),
         due=due.count,
         oldest_due=due.oldest,
@@ -99,11 +100,12 @@ def chart(channel: Channel, *, now: dt.datetime) -> dict:
     SVG geometry (bars stacked by reason, a line for the resolved)."""
     start = (now - dt.timedelta(hours=CHART_HOURS - 1)).replace(minute=0, second=0, microsecond=0)
     records = FailedIntegration.objects.filter(channel=channel)
-    if is_postgresql():
+    if is_postgresql():  # from the counts
         reported = [
             (hour, reason, n)
             for (hour, reason), n in counts.reported_per_hour(channel.pk, start).items()
         ]
+        resolved = list(counts.per_hour(channel.pk, "resolved_at", start).items())
     else:
         reported = (
             records.filter(created_date__gte=start)
@@ -112,13 +114,13 @@ def chart(channel: Channel, *, now: dt.datetime) -> dict:
             .annotate(n=Count("pk"))
             .order_by()
         )
-    resolved = (
-        records.filter(resolved_at__gte=start)
-        .annotate(hour=TruncHour("resolved_at"))
-        .values_list("hour")
-        .annotate(n=Count("pk"))
-        .order_by()
-    )
+        resolved = (
+            records.filter(resolved_at__gte=start)
+            .annotate(hour=TruncHour("resolved_at"))
+            .values_list("hour")
+            .annotate(n=Count("pk"))
+            .order_by()
+        )
     index = {start + dt.timedelta(hours=h): h for h in range(CHART_HOURS)}
     bars = [dict.fromkeys(ReasonType.values, 0) for _ in range(CHART_HOURS)]
     for hour, reason, n in reported:

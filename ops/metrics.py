@@ -112,7 +112,8 @@ class DatabaseCollector:
             stats = selectors.failed_integration_stats(channel=channel, params=params)
             for row in stats["results"]:
                 failures.add_metric([label, row["state"], row["reason_type"]], row["count"])
-            backlog = selectors.due_backlog(channel=channel, now=now)
+            count = sum(row["count"] for row in stats["results"] if row["state"] == "due")
+            backlog = selectors.due_backlog(channel=channel, now=now, count=count)
             due.add_metric([label], backlog.count)
             age = (now - backlog.oldest).total_seconds() if backlog.oldest else 0.0
             oldest.add_metric([label], max(age, 0.0))

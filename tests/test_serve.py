@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,6 +70,30 @@ def test_serve_migrates_prints_a_token_and_answers(tmp_path):
             json={"username": "demo", "password": "demo"},
         )
 
+        # Metrics of both gunicorn workers, added up (multiprocess mode): every list GET is
+        # counted, whichever worker answered it.
+        for _ in range(10):
+            httpx.get(base, headers=headers)
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz")
+        scraped = httpx.get(f"http://127.0.0.1:{port}/metrics")
+        samples = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(scraped.text)
+            for sample in family.samples
+        }
+        lists = (
+            "fi_http_requests_total",
+            (("method", "GET"), ("route", "failed-integration-list"), ("status", "200")),
+        )
+        assert samples[lists] == 12
+        assert ready.status_code == 200 and ready.json()["status"] == "ready"
+        assert len(ready.headers["X-Request-ID"]) == 32
+        # The access log: one line a request, with its request id.
+        server.send_signal(signal.SIGTERM)
+        output += server.communicate(timeout=30)[0]
+        assert f"[request_id={ready.headers['X-Request-ID']}]" in output
+        assert output.count("GET /api/v1/channel/") >= 12
+
         assert created.status_code == 201, created.text
         # The demo channel holds its seeded failures (every state) and the one reported.
         assert listed.json()["count"] > 100
@@ -77,8 +103,50 @@ def test_serve_migrates_prints_a_token_and_answers(tmp_path):
         assert login.status_code == 200
         assert (tmp_path / "db.sqlite3").exists()
     finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=30)
+
+
+def test_with_log_format_json_every_line_is_a_json_object(tmp_path):
+    """gunicorn's own lines (start-up, workers, shutdown), the access log and the service's."""
+    port = free_port()
+    env = {
+        k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE"}
+    }
+    env.update(DATA_DIR=str(tmp_path), LOG_FORMAT="json")
+    server = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--bind", f"127.0.0.1:{port}"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        missing = httpx.get(f"http://127.0.0.1:{port}/api/v1/nothing/")
+    finally:
         server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
+        output = server.communicate(timeout=30)[0]
+
+    lines = [json.loads(line) for line in output.splitlines() if line.strip()]
+    assert answer.status_code == 200 and missing.status_code == 404
+    assert any(
+        line["logger"] == "gunicorn.error" and "Listening at" in line["message"] for line in lines
+    )
+    access = [line for line in lines if line["logger"] == "fi.access"]
+    assert [(line["route"], line["status"]) for line in access][-2:] == [
+        ("ready", 200),
+        ("unmatched", 404),
+    ]
+    assert access[-1]["request_id"] == missing.headers["X-Request-ID"]
 
 
 def test_serve_demo_refuses_a_bind_other_machines_reach(tmp_path):

@@ -40,6 +40,7 @@ from integrations.records.registry import (
     INT,
     ISNULL,
     NULL_OR_NOT,
+    PER_HOUR,
     PER_VALUE,
     RECORD_FIELDS,
 )
@@ -337,21 +338,34 @@ def group_counts(channel_id: int, filters, columns: list[str]) -> list[tuple] | 
         return cursor.fetchall()
 
 
-def reported_per_hour(channel_id: int, since: dt.datetime) -> dict[tuple[dt.datetime, str], int]:
-    """Records reported (created) per (hour, reason) from the hour of `since` on."""
+def _hist_cells(channel_id: int, dim: int, least: int) -> list[tuple[int, int]]:
+    """(value, count) of one histogram of the channel, from `least` on."""
     where = "channel_id = %s AND dim = %s AND value >= %s"
     sql = (
         f"SELECT value, sum(n)::bigint FROM (SELECT value, n FROM fi_count_hist WHERE {where} "
         f"UNION ALL SELECT value, n FROM fi_count_hist_delta WHERE {where}) AS cells "
         f"GROUP BY value HAVING sum(n) <> 0"
     )
-    params = [channel_id, REPORTED_DIMENSION, _hour(since) * REASON_SLOTS]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params * 2)
-        rows = cursor.fetchall()
+        cursor.execute(sql, [channel_id, dim, least] * 2)
+        return cursor.fetchall()
+
+
+def per_hour(channel_id: int, column: str, since: dt.datetime) -> dict[dt.datetime, int]:
+    """Records per hour of a date-time column kept per hour, from the hour of `since` on."""
+    number, unit = DIMENSION_OF[column]
+    assert unit == PER_HOUR, column
+    return {
+        EPOCH + dt.timedelta(hours=hour): n
+        for hour, n in _hist_cells(channel_id, number, _hour(since))
+    }
+
+
+def reported_per_hour(channel_id: int, since: dt.datetime) -> dict[tuple[dt.datetime, str], int]:
+    """Records reported (created) per (hour, reason) from the hour of `since` on."""
     reasons = ReasonType.values
     found = {}
-    for value, n in rows:
+    for value, n in _hist_cells(channel_id, REPORTED_DIMENSION, _hour(since) * REASON_SLOTS):
         hour, place = divmod(value, REASON_SLOTS)
         if place < len(reasons):
             found[EPOCH + dt.timedelta(hours=hour), reasons[place]] = n

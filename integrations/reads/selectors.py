@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
-from django.db.models import Case, Count, Min, QuerySet, Value, When
+from django.db.models import Case, Count, QuerySet, Value, When
 from django.db.models.fields import BooleanField
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
 from common.database import is_postgresql
 from common.fields import INT64_MAX
+from integrations.choices import State
 from integrations.counting import counts
 from integrations.lifecycle.states import state_expression, timed_states_q, untimed_state
 from integrations.models import Channel, FailedIntegration
@@ -77,15 +78,17 @@ class DueBacklog:
     oldest: dt.datetime | None  # when the longest-waiting due record became due
 
 
-def due_backlog(*, channel: Channel, now: dt.datetime) -> DueBacklog:
-    """The channel's records due for a retry now (none for a channel without a retry
-    endpoint: nothing is sent), through the partial index of due records."""
-    if not channel.retry_endpoint:
+def due_backlog(*, channel: Channel, now: dt.datetime, count: int | None = None) -> DueBacklog:
+    """The channel's records in the state `due` (none for a channel without a retry endpoint:
+    nothing is sent), and since when the longest-waiting one is due: the first entry of the
+    partial index of due records. `count`: the caller's count of them (from the counts by
+    state), else they are counted."""
+    timed = timed_states_q(now=now, has_endpoint=bool(channel.retry_endpoint))
+    if State.DUE not in timed:
         return DueBacklog(0, None)
-    due = FailedIntegration.objects.filter(
-        channel=channel, is_active=True, parked=False, next_retry_at__lte=now
-    ).aggregate(n=Count("pk"), oldest=Min("next_retry_at"))
-    return DueBacklog(due["n"], due["oldest"])
+    due = FailedIntegration.objects.filter(channel=channel).filter(timed[State.DUE])
+    oldest = due.order_by("next_retry_at").values_list("next_retry_at", flat=True).first()
+    return DueBacklog(due.count() if count is None else count, oldest)
 
 
 def failed_integration_get(

@@ -40,7 +40,8 @@ class RecordField:
     answered: bool = True  # in the record's JSON
     lookups: tuple[str, ...] = ()
     sortable: bool = False
-    # The counts: a histogram dimension (its number is stored: never reuse one), or a
+    # The counts: a histogram dimension (its number is stored: never reuse one; 10 is the
+    # counts' own, of records reported per hour and reason), or a
     # column of the cube (equality filters and group keys summed from a few cells).
     dimension: tuple[int, str] | None = None
     in_cube: bool = False
@@ -199,6 +200,7 @@ RECORD_FIELDS: tuple[RecordField, ...] = (
     R(
         "resolved_at",
         lookups=(*EXACT_AND_RANGE, ISNULL),
+        dimension=(11, PER_HOUR),
         description="When it stopped being retried.",
     ),
     R("exhausted", answered=False, lookups=(EXACT,), in_cube=True),

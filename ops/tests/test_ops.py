@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 
 import pytest
 from django.db import OperationalError, connection, transaction
@@ -323,3 +324,19 @@ def test_the_api_docs_page_is_served_from_the_service_s_own_files(client):
     assert page.status_code == 200
     assert "swagger-ui-bundle.js" in html and 'data-schema-url="/api/v1/openapi.json"' in html
     assert "//" not in html.replace("<!doctype", "")  # every file from the service: no CDN
+
+
+def test_the_dashboard_and_the_alerts_name_only_metrics_the_service_exports(channel):
+    from pathlib import Path
+
+    deploy = Path(__file__).resolve().parents[2] / "deploy"
+    response = Client().get("/metrics")
+    exported = {family.name for family in text_string_to_metric_families(response.content.decode())}
+    texts = [
+        (deploy / "grafana" / "failed-integrations.json").read_text(),
+        (deploy / "prometheus" / "alerts.yml").read_text(),
+    ]
+    named = {name for text in texts for name in re.findall(r"\b(fi_[a-z_]+)", text)}
+    bare = {re.sub(r"_(total|bucket|count|sum)$", "", name) for name in named}
+    assert len(bare) >= 9
+    assert bare <= exported, bare - exported

@@ -28,9 +28,26 @@ class Command(BaseCommand):
         )
         parser.add_argument("--once", action="store_true", help="stop when nothing is due")
         parser.add_argument("--name", default=None, help="worker name (default host:pid:random)")
+        parser.add_argument(
+            "--metrics-bind",
+            default="",
+            help="host:port where this worker serves its own Prometheus metrics (attempts, "
+            "exhaustions, leases lost), for a worker whose process is not one of `serve`'s",
+        )
 
     def handle(
-        self, *args, concurrency, batch, lease, timeout, poll, housekeeping, once, name, **options
+        self,
+        *args,
+        concurrency,
+        batch,
+        lease,
+        timeout,
+        poll,
+        housekeeping,
+        once,
+        name,
+        metrics_bind,
+        **options,
     ):
         if min(concurrency, batch) < 1 or min(lease, timeout, poll) <= 0:
             raise CommandError("--concurrency and --batch must be >= 1; times must be > 0.")
@@ -46,6 +63,13 @@ class Command(BaseCommand):
         )
         if name:
             config.name = name
+        if metrics_bind:
+            from prometheus_client import start_http_server
+
+            host, _, port = metrics_bind.rpartition(":")
+            if not port.isdigit() or not host:
+                raise CommandError("--metrics-bind takes host:port, e.g. 127.0.0.1:9101.")
+            start_http_server(int(port), addr=host.strip("[]"))
         worker = Worker(config)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: worker.stop())

@@ -102,6 +102,7 @@ class Command(BaseCommand):
             f"\nDemo channel {demo.channel.pk} ({demo.channel.name}); user {demo.username!r}, "
             f"password {demo.password!r}.\n"
             f"Console: {base}/console/ (and the admin at {base}/admin/)\n"
+            f"API docs: {base}/api/v1/docs/ (authorize with: Token {demo.key})\n"
             f"Token: {demo.key}\n"
             f"Try:   curl -H 'Authorization: Token {demo.key}' "
             f"{base}/api/v1/channel/{demo.channel.pk}/failed_integrations/\n"

@@ -40,6 +40,8 @@ SERVED = [
     "version_date__lte=2025-01-02T00:00:00+02:00",
     "created_date__gte=2025-01-01T00:00:00Z",
     "modified_date__lt=2999-01-01T00:00:00Z",
+    "resolved_at__gte=2025-01-02T00:00:00Z",
+    "resolved_at__isnull=true",
     "expiration_date__gt=2025-01-02T10:00:00Z",
     "expiration_date__isnull=true",
     "expiration_date__isnull=false",
@@ -266,7 +268,7 @@ def test_group_counts_agree_with_grouping_the_table(
 
 
 @pytest.mark.postgres_only
-def test_reported_per_hour_and_reason_agrees_with_the_table(channel, make_failed, order_type):
+def test_reported_and_resolved_per_hour_agree_with_the_table(channel, make_failed, order_type):
     """The console's chart reads these counts: they follow inserts, changes of the reason or
     of the created hour, and deletes."""
     from django.db.models import Count
@@ -282,6 +284,10 @@ def test_reported_per_hour_and_reason_agrees_with_the_table(channel, make_failed
             created_date=start + dt.timedelta(hours=hours, minutes=offset)
         )
     records.filter(pk__in=pks[4::9]).update(reason_type="channel_app")
+    for offset, hours in enumerate([-40, -3, 0]):
+        records.filter(pk__in=pks[offset::4]).update(
+            resolved_at=start + dt.timedelta(hours=hours, minutes=offset)
+        )
     records.filter(pk__in=pks[::11]).delete()
     since = start - dt.timedelta(hours=6)
 
@@ -295,3 +301,12 @@ def test_reported_per_hour_and_reason_agrees_with_the_table(channel, make_failed
     }
     assert len(expected) >= 4
     assert counts.reported_per_hour(channel.pk, since) == expected
+    resolved = dict(
+        records.filter(resolved_at__gte=since)
+        .annotate(hour=TruncHour("resolved_at"))
+        .values_list("hour")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    assert len(resolved) == 2
+    assert counts.per_hour(channel.pk, "resolved_at", since) == resolved
