@@ -342,6 +342,24 @@ RETRY_TIMEOUT_SECONDS = env_int("RETRY_TIMEOUT_SECONDS", 10, minimum=1)
 RETRY_LEASE_SECONDS = env_int("RETRY_LEASE_SECONDS", 120, minimum=1)
 WORKER_CONCURRENCY = env_int("WORKER_CONCURRENCY", 8, minimum=1)
 WORKER_BATCH = env_int("WORKER_BATCH", 32, minimum=1)
+# Delivery protection (integrations/dispatch/protection.py): the circuit breaker of each channel
+# app opens after BREAKER_FAILURES of its failures in a row, or when BREAKER_FAILURE_PERCENT of
+# the attempts of a BREAKER_WINDOW_SECONDS window failed and there were BREAKER_MIN_VOLUME; it
+# probes after a cool-down from BREAKER_COOL_DOWN_MIN doubling up to BREAKER_COOL_DOWN_MAX
+# seconds, and closes after BREAKER_CLOSE_AFTER answers. Open for CHANNEL_DISABLE_AFTER_DAYS, the
+# channel is disabled. After a recovery the channel drains from DRAIN_START_RATE attempts a
+# second, doubling every DRAIN_DOUBLING_SECONDS (up to its rate limit, or DRAIN_END_RATE).
+BREAKER_FAILURES = env_int("BREAKER_FAILURES", 5, minimum=1)
+BREAKER_RATIO = env_int("BREAKER_FAILURE_PERCENT", 50, minimum=1) / 100
+BREAKER_MIN_VOLUME = env_int("BREAKER_MIN_VOLUME", 20, minimum=1)
+BREAKER_WINDOW_SECONDS = env_int("BREAKER_WINDOW_SECONDS", 60, minimum=1)
+BREAKER_COOL_DOWN_MIN = env_int("BREAKER_COOL_DOWN_MIN", 30, minimum=1)
+BREAKER_COOL_DOWN_MAX = env_int("BREAKER_COOL_DOWN_MAX", 3600, minimum=1)
+BREAKER_CLOSE_AFTER = env_int("BREAKER_CLOSE_AFTER", 2, minimum=1)
+CHANNEL_DISABLE_AFTER_DAYS = env_int("CHANNEL_DISABLE_AFTER_DAYS", 3, minimum=1)
+DRAIN_START_RATE = env_int("DRAIN_START_RATE", 1, minimum=1)
+DRAIN_DOUBLING_SECONDS = env_int("DRAIN_DOUBLING_SECONDS", 10, minimum=1)
+DRAIN_END_RATE = env_int("DRAIN_END_RATE", 1000, minimum=1)
 # Inactive records unchanged for this many days are purged.
 RETENTION_DAYS = env_int("RETENTION_DAYS", 30, minimum=1)
 # Where "retries ran out" events are POSTed (JSON); empty: they are only logged.

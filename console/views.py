@@ -30,6 +30,7 @@ from integrations.channels import services as channel_services
 from integrations.choices import ReasonType, State
 from integrations.dispatch.ping import send_ping
 from integrations.dispatch.signing import secret_status
+from integrations.lifecycle.states import dispatch_of
 from integrations.lifecycle.transitions import OPERATOR_ACTIONS
 from integrations.models import AuditEntry, BulkAction, Channel, EngineEvent, FailedIntegration
 from integrations.operations import bulk
@@ -258,9 +259,7 @@ def failures(request, channel_id: int):
             next_cursor = source.cursor.encode(getattr(last, source.cursor.field), last.pk)
         shows_errors = allows(access, WRITE)
         records = [
-            failed_integration_data(
-                r, has_endpoint=bool(channel.retry_endpoint), shows_errors=shows_errors
-            )
+            failed_integration_data(r, **dispatch_of(channel), shows_errors=shows_errors)
             | {"content_type_name": selectors.content_type_name(r.content_type_id)}
             for r in rows[:limit]
         ]
@@ -415,9 +414,7 @@ def failure(request, channel_id: int, pk: int):
         record, outcome = _change_record(request, record)
         context |= outcome
     shows_errors = allows(access, WRITE)
-    data = failed_integration_data(
-        record, has_endpoint=bool(channel.retry_endpoint), shows_errors=shows_errors
-    )
+    data = failed_integration_data(record, **dispatch_of(channel), shows_errors=shows_errors)
     attempts = list(record.attempts.order_by("number"))
     history = (
         FailedIntegration.objects.filter(

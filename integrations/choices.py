@@ -22,6 +22,8 @@ class State(models.TextChoices):
 
     PENDING = "pending", "Pending"
     DUE = "due", "Due"
+    # Due, but nothing is sent to its channel app now (paused, circuit open, asked to wait).
+    HELD = "held", "Held"
     IN_PROGRESS = "in_progress", "In progress"
     RESOLVED = "resolved", "Resolved"
     EXHAUSTED = "exhausted", "Exhausted"
@@ -42,6 +44,7 @@ class AttemptOutcome(models.TextChoices):
     REFUSED = "refused", "Connection refused"
     ERROR = "error", "Other transport error"
     LEASE_LOST = "lease_lost", "Answer came after the lease expired (ignored)"
+    THROTTLED = "throttled", "Asked to wait (429, or 503 with Retry-After): not counted"
 
 
 class Role(models.TextChoices):

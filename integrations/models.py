@@ -42,6 +42,18 @@ class Channel(models.Model):
     previous_signing_secret = models.CharField(max_length=255, blank=True, default="")
     previous_secret_valid_until = models.DateTimeField(null=True, blank=True)
     secret_rotated_at = models.DateTimeField(null=True, blank=True)
+    # Delivery protection (dispatch/protection.py), across every worker: the most attempts in
+    # flight to the channel app, and attempts per second; empty: no cap.
+    max_concurrency = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(10_000)]
+    )
+    rate_limit = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0.01), MaxValueValidator(10_000.0)]
+    )
+    # Until when nothing is sent to the channel app: the far future while its circuit is open or
+    # it is paused, a Retry-After's time while the app asked to wait. Its due records are then
+    # `held` (lifecycle/states.py). Kept by dispatch/protection.py alone.
+    dispatch_held_until = models.DateTimeField(null=True, blank=True, editable=False)
     created_date = models.DateTimeField(auto_now_add=True)
     modified_date = models.DateTimeField(auto_now=True)
 
@@ -264,6 +276,50 @@ class RetryAttempt(models.Model):
         return f"attempt {self.number} of {self.failed_integration_id}: {self.outcome}"
 
 
+class ChannelDispatch(models.Model):
+    """What the retry engine knows of a channel app, shared by every worker: its circuit
+    breaker, a wait the app asked for (Retry-After), an operator's pause, and the token bucket of
+    its rate limit (dispatch/protection.py)."""
+
+    class Circuit(models.TextChoices):
+        CLOSED = "closed", "Closed: attempts go"
+        OPEN = "open", "Open: nothing goes until the next probe"
+        HALF_OPEN = "half_open", "Half-open: one probe at a time"
+
+    channel = models.OneToOneField(
+        Channel, primary_key=True, on_delete=models.CASCADE, related_name="dispatch"
+    )
+    circuit = models.CharField(max_length=9, choices=Circuit.choices, default=Circuit.CLOSED)
+    circuit_since = models.DateTimeField(null=True, blank=True)
+    # The first opening since the circuit was last closed: a sustained outage disables.
+    outage_since = models.DateTimeField(null=True, blank=True)
+    cool_down = models.PositiveIntegerField(default=0)  # seconds, of the current opening
+    next_probe_at = models.DateTimeField(null=True, blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    probe_successes = models.PositiveIntegerField(default=0)
+    # Attempts that may be in flight to the app now (0: not yet known, BREAKER_FAILURES): grows
+    # by one at each answer, halves at each of the app's failures, so that an app that is down
+    # fails at most this many attempts before the breaker opens.
+    send_window = models.PositiveIntegerField(default=0)
+    # The failure ratio's window: attempts and the app's failures since it started.
+    window_started_at = models.DateTimeField(null=True, blank=True)
+    window_attempts = models.PositiveIntegerField(default=0)
+    window_failures = models.PositiveIntegerField(default=0)
+    retry_after_until = models.DateTimeField(null=True, blank=True)
+    paused_at = models.DateTimeField(null=True, blank=True)
+    paused_by = models.CharField(max_length=150, blank=True, default="")
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    # The token bucket of the rate limit, and the ramp of a drain after recovery.
+    tokens = models.FloatField(default=0.0)
+    tokens_at = models.DateTimeField(null=True, blank=True)
+    recovering_since = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_failure_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"dispatch of channel {self.channel_id}: {self.circuit}"
+
+
 class WorkerHeartbeat(models.Model):
     """A retry worker that is running, or that stopped without saying so (it crashed or hangs):
     when it last went round its loop. A worker that stops cleanly removes its row; the metrics
@@ -282,8 +338,9 @@ class EngineEvent(models.Model):
     that it is recorded in the same transaction as what caused it and sent at least once."""
 
     kind = models.CharField(max_length=32)
+    # Empty for a channel's events (its circuit opened or closed, it was disabled).
     failed_integration = models.ForeignKey(
-        FailedIntegration, on_delete=models.CASCADE, related_name="+"
+        FailedIntegration, on_delete=models.CASCADE, related_name="+", null=True, blank=True
     )
     channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="+")
     # What makes it unique: one exhaustion event per record and retry count.

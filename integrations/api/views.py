@@ -12,6 +12,7 @@ from common.fields import format_datetime_utc
 from common.pagination import PageRequest, cursor_link, paginated_response
 from common.views_base import JSONAPIView
 from integrations.api.access import BEYOND_ROLE, READ, WRITE, allows, channel_access
+from integrations.lifecycle.states import dispatch_of
 from integrations.models import AuditEntry, BulkAction, Channel, FailedIntegration, RetryAttempt
 from integrations.operations import bulk
 from integrations.operations.single import record_action
@@ -54,7 +55,7 @@ class ChannelScopedView(JSONAPIView):
     def data(self, failed: FailedIntegration) -> dict:
         return failed_integration_data(
             failed,
-            has_endpoint=bool(self.channel.retry_endpoint),
+            **dispatch_of(self.channel),
             shows_errors=self.shows_errors,
         )
 

@@ -41,6 +41,7 @@ class PostRefused(PostFailed):
 class Answer:
     status: int
     text: str
+    retry_after: str | None = None  # the Retry-After header, when the app sent one
 
 
 # A reused connection that fails this way, before any answer, had been closed by the server.
@@ -73,7 +74,11 @@ class Poster:
                 text = response.read(READ_LIMIT)
                 if response.will_close or not response.isclosed():
                     self._drop(key, connections)
-                return Answer(response.status, text.decode("utf-8", "replace"))
+                return Answer(
+                    response.status,
+                    text.decode("utf-8", "replace"),
+                    response.getheader("Retry-After"),
+                )
             except TimeoutError as exc:
                 self._drop(key, connections)
                 raise PostTimeout(str(exc) or "timed out") from exc

@@ -19,6 +19,7 @@ import datetime as dt
 import logging
 import math
 import os
+import random
 import socket
 import threading
 import time
@@ -29,12 +30,13 @@ from dataclasses import dataclass, field
 import orjson
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
-from django.db.models import F, Max
+from django.db.models import Count, F, Max
 from django.utils import timezone
 
 from common.database import is_postgresql
 from integrations.choices import AttemptOutcome, Resolution
 from integrations.counting import counts
+from integrations.dispatch import protection
 from integrations.dispatch.endpoints import answer_excerpt
 from integrations.dispatch.poster import Poster, PostFailed, PostRefused, PostTimeout
 from integrations.dispatch.signing import (
@@ -44,7 +46,13 @@ from integrations.dispatch.signing import (
     signing_secrets,
 )
 from integrations.lifecycle import policies, transitions
-from integrations.models import EngineEvent, FailedIntegration, RetryAttempt, WorkerHeartbeat
+from integrations.models import (
+    Channel,
+    EngineEvent,
+    FailedIntegration,
+    RetryAttempt,
+    WorkerHeartbeat,
+)
 from integrations.operations import bulk as bulk_actions
 from integrations.records.representation import failed_integration_data
 from ops import metrics
@@ -144,35 +152,71 @@ class Worker:
     # --- one batch --------------------------------------------------------------------------
 
     def claim(self) -> list[Claimed]:
-        """Leases up to `batch` due records to this worker."""
+        """Leases up to `batch` due records to this worker, fairly between channels (each gets
+        its share of the batch, in a new order every time), each channel within what its
+        protection allows now (dispatch/protection.py)."""
         now = timezone.now()
         lease_until = now + dt.timedelta(seconds=self.config.lease)
-        with transaction.atomic():
-            due = (
-                FailedIntegration.objects.filter(
-                    next_retry_at__lte=now,
-                    is_active=True,
-                    parked=False,
-                    channel__is_active=True,
-                )
-                .exclude(channel__retry_endpoint="")
-                .exclude(lease_expires_at__gt=now)
-                .exclude(expiration_date__lte=now)
-                .order_by("next_retry_at")
+        channels = list(Channel.objects.filter(is_active=True).exclude(retry_endpoint=""))
+        random.shuffle(channels)
+        in_flight = dict(
+            FailedIntegration.objects.filter(
+                channel__in=channels, is_active=True, lease_expires_at__gt=now
             )
-            if connection.features.has_select_for_update_skip_locked:
-                due = due.select_for_update(skip_locked=True, of=("self",))
-            ids = list(due.values_list("pk", flat=True)[: self.config.batch])
-            if not ids:
-                return []
-            FailedIntegration.objects.filter(pk__in=ids).update(
-                lease_owner=self.config.name, lease_expires_at=lease_until
+            .values_list("channel")
+            .annotate(n=Count("*"))
+            .order_by()
+        )
+        ids: list[int] = []
+        for index, channel in enumerate(channels):
+            room = self.config.batch - len(ids)
+            if room <= 0:
+                break
+            share = math.ceil(room / (len(channels) - index))
+            ids += self._claim_channel(
+                channel,
+                want=share,
+                in_flight=in_flight.get(channel.pk, 0),
+                now=now,
+                until=lease_until,
             )
+        if not ids:
+            return []
         records = FailedIntegration.objects.filter(pk__in=ids).select_related("channel")
         return [
             Claimed(record=r, endpoint=r.channel.retry_endpoint, secrets=signing_secrets(r.channel))
             for r in records
         ]
+
+    def _claim_channel(
+        self, channel: Channel, *, want: int, in_flight: int, now: dt.datetime, until: dt.datetime
+    ) -> list[int]:
+        due = (
+            FailedIntegration.objects.filter(
+                channel=channel, next_retry_at__lte=now, is_active=True, parked=False
+            )
+            .exclude(lease_expires_at__gt=now)
+            .exclude(expiration_date__lte=now)
+            .order_by("next_retry_at")
+        )
+        if not due.exists():
+            return []
+        with transaction.atomic():
+            dispatch = protection.locked(channel.pk)
+            allowed = protection.allowance(
+                channel, dispatch, in_flight=in_flight, want=want, now=now
+            )
+            ids: list[int] = []
+            if allowed > 0:
+                if connection.features.has_select_for_update_skip_locked:
+                    due = due.select_for_update(skip_locked=True)
+                ids = list(due.values_list("pk", flat=True)[:allowed])
+                if ids:
+                    FailedIntegration.objects.filter(pk__in=ids).update(
+                        lease_owner=self.config.name, lease_expires_at=until
+                    )
+            protection.taken(dispatch, len(ids), now)
+        return ids
 
     def dispatch(self, claimed: list[Claimed]) -> int:
         """Attempts every claimed record, concurrently, and records the outcomes; the database
@@ -244,6 +288,7 @@ class AttemptResult:
     http_status: int | None
     error: str
     seconds: float | None = None  # the POST's, when it was made
+    retry_after: str | None = None  # the app's Retry-After header
 
 
 def post_outcome(poster: Poster, url: str, body: bytes, headers: dict[str, str]) -> AttemptResult:
@@ -262,6 +307,7 @@ def post_outcome(poster: Poster, url: str, body: bytes, headers: dict[str, str])
         AttemptOutcome.HTTP_ERROR,
         answer.status,
         f"HTTP {answer.status}: {answer_excerpt(answer.text)}",
+        retry_after=answer.retry_after,
     )
 
 
@@ -301,6 +347,7 @@ def finish_attempts(claimed: list[Claimed], results: list[AttemptResult], *, wor
             .values_list("pk", flat=True)
         )
         resolved, failed, exhausted = [], [], []
+        verdicts: dict[int, list[protection.Verdict]] = {}
         for item, result in zip(claimed, results, strict=True):
             record, attempt = item.record, item.attempt
             attempt.finished_at = now
@@ -318,8 +365,19 @@ def finish_attempts(claimed: list[Claimed], results: list[AttemptResult], *, wor
             attempt.outcome = result.outcome
             record.lease_owner, record.lease_expires_at = "", None
             record.last_attempt_at = record.modified_date = now
+            verdict = protection.verdict(
+                result.outcome, result.http_status, result.retry_after, now=now
+            )
+            verdicts.setdefault(record.channel_id, []).append(verdict)
             if result.outcome == AttemptOutcome.SUCCESS:
                 resolved.append(record.pk)
+                continue
+            if verdict.kind == protection.THROTTLED:
+                # The app asked to wait: not an attempt of the record (its count and schedule
+                # stay; the channel is held until the wait is over).
+                attempt.outcome = AttemptOutcome.THROTTLED
+                record.last_error = attempt.error
+                failed.append(record)
                 continue
             if record.channel_id not in channel_policies:
                 channel_policies[record.channel_id] = policies.policies_for(record.channel_id)
@@ -357,6 +415,8 @@ def finish_attempts(claimed: list[Claimed], results: list[AttemptResult], *, wor
             )
         if exhausted:
             record_exhaustion(exhausted, now=now)
+    for channel_id, channel_verdicts in verdicts.items():
+        protection.record_verdicts(channel_id, channel_verdicts, now=now)
     for item, result in zip(claimed, results, strict=True):
         metrics.attempt_finished(item.record.channel_id, item.attempt.outcome, result.seconds)
     for record in exhausted:

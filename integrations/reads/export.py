@@ -20,6 +20,7 @@ from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
 from common.database import is_postgresql
+from integrations.lifecycle.states import dispatch_of
 from integrations.models import Channel, FailedIntegration
 from integrations.reads.query import ListQuery
 from integrations.reads.selectors import failed_integration_list
@@ -43,13 +44,13 @@ def export_response(channel: Channel, params, *, shows_errors: bool) -> Streamin
     """The streamed answer; a bad filter or format answers 400 before anything is sent."""
     fmt = export_format(params)
     query = ListQuery.from_params(params)
-    has_endpoint = bool(channel.retry_endpoint)
+    dispatch = dispatch_of(channel)
     if is_postgresql() and all(flt.fast for _, flt, _ in query.filters):
-        select, values = _select_sql(channel, query, has_endpoint, shows_errors, csv=fmt == "csv")
+        select, values = _select_sql(channel, query, dispatch, shows_errors, csv=fmt == "csv")
         lines = _copied_lines(select, values) if fmt == "csv" else _fetched_lines(select, values)
     else:
         records = query.apply(failed_integration_list(channel=channel)).iterator(chunk_size=CHUNK)
-        rows = _rows(records, has_endpoint=has_endpoint, shows_errors=shows_errors)
+        rows = _rows(records, dispatch=dispatch, shows_errors=shows_errors)
         lines = _csv_lines(rows) if fmt == "csv" else _ndjson_lines(rows)
     response = StreamingHttpResponse(lines, content_type=FORMATS[fmt])
     stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
@@ -58,13 +59,11 @@ def export_response(channel: Channel, params, *, shows_errors: bool) -> Streamin
     return response
 
 
-def _rows(records, *, has_endpoint: bool, shows_errors: bool) -> Iterator[dict]:
+def _rows(records, *, dispatch: dict[str, bool], shows_errors: bool) -> Iterator[dict]:
     """The records as the API answers them, their state as of the export's start."""
     now = timezone.now()
     for record in records:
-        yield failed_integration_data(
-            record, has_endpoint=has_endpoint, shows_errors=shows_errors, now=now
-        )
+        yield failed_integration_data(record, **dispatch, shows_errors=shows_errors, now=now)
 
 
 def _csv_lines(rows) -> Iterator[bytes]:
@@ -91,13 +90,19 @@ def _ndjson_lines(rows) -> Iterator[bytes]:
 
 
 def _select_sql(
-    channel: Channel, query: ListQuery, has_endpoint: bool, shows_errors: bool, *, csv: bool
+    channel: Channel,
+    query: ListQuery,
+    dispatch: dict[str, bool],
+    shows_errors: bool,
+    *,
+    csv: bool,
 ) -> tuple[str, list]:
     """The records as PostgreSQL writes them: one JSON text each, or (`csv`) the columns of
     the CSV, booleans written as Python writes them."""
     columns = json_columns_sql(
         "fi",
-        has_endpoint="TRUE" if has_endpoint else "FALSE",
+        has_endpoint="TRUE" if dispatch["has_endpoint"] else "FALSE",
+        held="TRUE" if dispatch["held"] else "FALSE",
         shows_errors="TRUE" if shows_errors else "FALSE",
     )
     conditions, values = query.where_sql("fi")

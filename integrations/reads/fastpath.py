@@ -114,14 +114,19 @@ def _walks(query: ListQuery, need: int) -> bool:
 JSON_COLUMNS = json_columns_sql(
     "fi",
     has_endpoint="(SELECT has_endpoint FROM allowed)",
+    held="(SELECT held FROM allowed)",
     shows_errors="(SELECT shows_errors FROM allowed)",
 )
+
+# Whether the channel's dispatch is held (lifecycle/states.py, `dispatch_held`).
+HELD_SQL = "coalesce(c.dispatch_held_until > now(), false)"
 
 # The token authenticates and its user may read (or write) the channel (access.py): the
 # statement's guard, with what the answer shows (the channel app's error text only to those who
 # may change the channel's records).
 AUTHORIZED_CHANNEL_SQL = f"""
-    SELECT c.id, c.retry_endpoint <> '' AS has_endpoint, {{shows}} AS shows_errors
+    SELECT c.id, c.retry_endpoint <> '' AS has_endpoint, {HELD_SQL} AS held,
+        {{shows}} AS shows_errors
     FROM integrations_channel c
     JOIN accounts_token t ON t.key_hash = %s
     JOIN auth_user u ON u.id = t.user_id
@@ -129,8 +134,9 @@ AUTHORIZED_CHANNEL_SQL = f"""
 """
 # The guard of a statement that the regular view runs, which has checked the request's access
 # to the channel itself; its parameters: whether the answer shows error text, the channel.
-CHANNEL_SQL = """
-    SELECT c.id, c.retry_endpoint <> '' AS has_endpoint, %s::boolean AS shows_errors
+CHANNEL_SQL = f"""
+    SELECT c.id, c.retry_endpoint <> '' AS has_endpoint, {HELD_SQL} AS held,
+        %s::boolean AS shows_errors
     FROM integrations_channel c WHERE c.id = %s
 """
 READABLE_CHANNEL_SQL = AUTHORIZED_CHANNEL_SQL.format(
@@ -473,7 +479,7 @@ def create(request, channel_id: int, key_hash: str) -> HttpResponse | None:
 STORED_ATTNAMES = tuple(f.attname for f in FailedIntegration._meta.concrete_fields)
 RECORD_FOR_WRITE_SQL = f"""
     WITH allowed AS ({WRITABLE_CHANNEL_SQL})
-    SELECT (SELECT has_endpoint FROM allowed),
+    SELECT (SELECT has_endpoint FROM allowed), (SELECT held FROM allowed),
         {", ".join(f"fi.{f.column}" for f in FailedIntegration._meta.concrete_fields)}
     FROM {TABLE} AS fi
     WHERE fi.channel_id = %s AND fi.id = %s AND EXISTS (SELECT 1 FROM allowed)
@@ -494,12 +500,12 @@ def update(
     row = fetchone_prepared(RECORD_FOR_WRITE_SQL, [key_hash, channel_id, channel_id, pk])
     if row is None:
         return None
-    has_endpoint, *values = row
+    has_endpoint, held, *values = row
     failed = FailedIntegration.from_db(connection.alias, STORED_ATTNAMES, values)
     # Should the update fail, nothing is written (the service makes an update and the supersede
     # it calls for one transaction), and the regular view answers.
     failed = services.failed_integration_update(failed=failed, payload=payload, partial=partial)
-    data = failed_integration_data(failed, has_endpoint=has_endpoint)
+    data = failed_integration_data(failed, has_endpoint=has_endpoint, held=held)
     response = _json_response(orjson.dumps(data, option=orjson.OPT_UTC_Z, default=str))
     response["ETag"] = etag(failed.pk, failed.modified_date)
     return response

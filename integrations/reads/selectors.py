@@ -17,7 +17,12 @@ from common.database import is_postgresql
 from common.fields import INT64_MAX
 from integrations.choices import State
 from integrations.counting import counts
-from integrations.lifecycle.states import state_expression, timed_states_q, untimed_state
+from integrations.lifecycle.states import (
+    dispatch_of,
+    state_expression,
+    timed_states_q,
+    untimed_state,
+)
 from integrations.models import Channel, FailedIntegration
 from integrations.reads.cursor import CURSOR_PARAM, CursorRequest, after_q, cursor_request
 from integrations.reads.query import ListQuery
@@ -83,7 +88,7 @@ def due_backlog(*, channel: Channel, now: dt.datetime, count: int | None = None)
     nothing is sent), and since when the longest-waiting one is due: the first entry of the
     partial index of due records. `count`: the caller's count of them (from the counts by
     state), else they are counted."""
-    timed = timed_states_q(now=now, has_endpoint=bool(channel.retry_endpoint))
+    timed = timed_states_q(now=now, **dispatch_of(channel, now))
     if State.DUE not in timed:
         return DueBacklog(0, None)
     due = FailedIntegration.objects.filter(channel=channel).filter(timed[State.DUE])
@@ -130,7 +135,7 @@ def failed_integration_stats(*, channel: Channel, params) -> dict[str, Any]:
             query.apply(failed_integration_list(channel=channel)),
             keys,
             columns,
-            has_endpoint=bool(channel.retry_endpoint),
+            dispatch=dispatch_of(channel),
         )
     rows.sort(key=lambda row: (-row[-1], *row[:-1]))
     results = []
@@ -187,7 +192,7 @@ def counted_groups(
     records = ListQuery(filters=tuple(cube_filters)).apply(failed_integration_list(channel=channel))
     timed_columns = list(dict.fromkeys([*keys, "parked", "exhausted"]))
     now = now or timezone.now()
-    timed = timed_states_q(now=now, has_endpoint=bool(channel.retry_endpoint))
+    timed = timed_states_q(now=now, **dispatch_of(channel, now))
     for state, condition in timed.items():
         # Count("*"): the partial indexes do not hold the pk of every row.
         rows = (
@@ -210,14 +215,18 @@ def counted_groups(
 
 
 def _group_rows(
-    queryset, keys: list[str], columns: list[str], *, has_endpoint: bool, now=None
+    queryset, keys: list[str], columns: list[str], *, dispatch: dict[str, bool], now=None
 ) -> list[tuple]:
     """(*values, count) per group, counted in the table."""
     now = now or timezone.now()
     queryset = queryset.order_by()
     if "state" in keys:
         queryset = queryset.annotate(
-            state=state_expression(now=now, has_endpoint=Value(has_endpoint))
+            state=state_expression(
+                now=now,
+                has_endpoint=Value(dispatch["has_endpoint"]),
+                held=Value(dispatch["held"]),
+            )
         )
     if "expired" in keys:
         queryset = queryset.annotate(

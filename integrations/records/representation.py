@@ -18,18 +18,20 @@ def failed_integration_data(
     failed: FailedIntegration,
     *,
     has_endpoint: bool,
+    held: bool = False,
     shows_errors: bool = True,
     now: dt.datetime | None = None,
 ) -> dict[str, Any]:
-    """The JSON object of one failed integration (`has_endpoint`: its channel's;
-    `shows_errors`: whether the reader may see the channel app's error text)."""
+    """The JSON object of one failed integration (`has_endpoint`, `held`: its channel's, see
+    lifecycle/states.py; `shows_errors`: whether the reader may see the channel app's error
+    text)."""
     now = now or timezone.now()
     data: dict[str, Any] = {}
     for field in ANSWERED:
         if field.operators_only and not shows_errors:
             data[field.name] = ""
         elif field.kind == STATE:
-            data[field.name] = record_state(failed, has_endpoint=has_endpoint, now=now)
+            data[field.name] = record_state(failed, has_endpoint=has_endpoint, held=held, now=now)
         elif field.kind == DATETIME:
             data[field.name] = format_datetime_utc(getattr(failed, field.target))
         else:
@@ -45,16 +47,18 @@ def etag(pk: int, modified_date: dt.datetime | str) -> str:
     return f'"{pk}-{modified_date}"'
 
 
-def json_columns_sql(alias: str, *, has_endpoint: str, shows_errors: str = "TRUE") -> str:
+def json_columns_sql(
+    alias: str, *, has_endpoint: str, held: str, shows_errors: str = "TRUE"
+) -> str:
     """The same fields as SQL select-list items named as in the answer, for `row_to_json`
-    (`has_endpoint`, `shows_errors`: SQL booleans)."""
+    (`has_endpoint`, `held`, `shows_errors`: SQL booleans)."""
     utc = "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
     items = []
     for field in ANSWERED:
         if field.operators_only:
             expression = f"CASE WHEN {shows_errors} THEN {alias}.{field.column} ELSE '' END"
         elif field.kind == STATE:
-            expression = state_sql(alias, now="now()", has_endpoint=has_endpoint)
+            expression = state_sql(alias, now="now()", has_endpoint=has_endpoint, held=held)
         elif field.kind == DATETIME:
             expression = utc.format(f"{alias}.{field.column}")
         else:

@@ -17,6 +17,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float = 0.0  # time.monotonic() on arrival
 
     @property
     def json(self) -> dict:
@@ -28,8 +29,13 @@ class Receiver:
     status: int = 200
     delay: float = 0.0
     body: bytes = b"{}"  # of every answer
+    headers: dict[str, str] = field(default_factory=dict)  # more headers of every answer
+    # Answers to give first, one a request (status, headers), before `status` and `headers`.
+    script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    in_flight: int = 0
+    most_in_flight: int = 0  # the most requests it was answering at once
 
     def start(self) -> Receiver:
         receiver = self
@@ -39,14 +45,28 @@ class Receiver:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 with receiver.lock:
-                    receiver.received.append(Received(self.path, dict(self.headers), body))
-                if receiver.delay:
-                    time.sleep(receiver.delay)
-                self.send_response(receiver.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(receiver.body)))
-                self.end_headers()
-                self.wfile.write(receiver.body)
+                    arrived = Received(self.path, dict(self.headers), body, time.monotonic())
+                    receiver.received.append(arrived)
+                    receiver.in_flight += 1
+                    receiver.most_in_flight = max(receiver.most_in_flight, receiver.in_flight)
+                    status, headers = (
+                        receiver.script.pop(0)
+                        if receiver.script
+                        else (receiver.status, receiver.headers)
+                    )
+                try:
+                    if receiver.delay:
+                        time.sleep(receiver.delay)
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(receiver.body)))
+                    for name, value in headers.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.write(receiver.body)
+                finally:
+                    with receiver.lock:
+                        receiver.in_flight -= 1
 
             def log_message(self, *args):
                 pass

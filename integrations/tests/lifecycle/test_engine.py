@@ -161,7 +161,10 @@ def test_exhaustion_sends_its_event_once(retry_channel, product_type, receiver, 
 
     failed.refresh_from_db()
     assert failed.retry_count == 3 and failed.is_active and failed.next_retry_at is None
-    assert states.record_state(failed, has_endpoint=True, now=timezone.now()) == "exhausted"
+    assert (
+        states.record_state(failed, has_endpoint=True, held=False, now=timezone.now())
+        == "exhausted"
+    )
     assert len(receiver.received) == 1
     event = EngineEvent.objects.get()
     assert event.delivered_at is not None
@@ -388,7 +391,7 @@ def test_bulk_actions_act_on_the_filtered_records_only(retry_channel, product_ty
     assert unparked.json()["affected"] == 1
     assert deactivated.json()["affected"] == 1
     answered = {
-        r.pk: states.record_state(r, has_endpoint=True, now=timezone.now())
+        r.pk: states.record_state(r, has_endpoint=True, held=False, now=timezone.now())
         for r in FailedIntegration.objects.all()
     }
     assert answered == {

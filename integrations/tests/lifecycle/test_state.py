@@ -16,7 +16,14 @@ from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
 from integrations.choices import Resolution, State
-from integrations.lifecycle.states import record_state, state_expression, state_q, state_sql
+from integrations.dispatch.protection import FOREVER
+from integrations.lifecycle.states import (
+    dispatch_held,
+    record_state,
+    state_expression,
+    state_q,
+    state_sql,
+)
 from integrations.models import Channel, FailedIntegration
 from integrations.reads.selectors import counted_groups
 
@@ -29,8 +36,9 @@ MOMENT = dt.timedelta(microseconds=1)
 DAY = dt.timedelta(days=1)
 TIME_FIELDS = ("expiration_date", "lease_expires_at", "next_retry_at")
 
-# (what the record is, its channel: E with a retry endpoint or N without, its fields, its
-# state). Times are in units either side of now: -1 a moment ago, 0 exactly now, 1 a moment on.
+# (what the record is, its channel: E with a retry endpoint, N without, H with one whose
+# dispatch is held (dispatch/protection.py), its fields, its state). Times are in units either
+# side of now: -1 a moment ago, 0 exactly now, 1 a moment on.
 CASES = [
     ("fresh", "E", {}, State.PENDING),
     ("scheduled later", "E", {"next_retry_at": 1}, State.PENDING),
@@ -76,6 +84,28 @@ CASES = [
         State.EXHAUSTED,
     ),
     ("parked", "E", {"parked": True}, State.PARKED),
+    ("scheduled a moment ago, dispatch held", "H", {"next_retry_at": -1}, State.HELD),
+    ("scheduled exactly now, dispatch held", "H", {"next_retry_at": 0}, State.HELD),
+    ("scheduled later, dispatch held", "H", {"next_retry_at": 1}, State.PENDING),
+    (
+        "exhausted and due, dispatch held",
+        "H",
+        {"next_retry_at": -1, "retry_count": 3, "max_retry_count": 3},
+        State.HELD,
+    ),
+    (
+        "leased while due, dispatch held",
+        "H",
+        {"lease_expires_at": 1, "next_retry_at": -1},
+        State.IN_PROGRESS,
+    ),
+    ("parked while due, dispatch held", "H", {"parked": True, "next_retry_at": -1}, State.PARKED),
+    (
+        "expired while due, dispatch held",
+        "H",
+        {"expiration_date": -1, "next_retry_at": -1},
+        State.EXPIRED,
+    ),
     (
         "parked while leased and due",
         "E",
@@ -144,6 +174,9 @@ def channels(db) -> dict[str, Channel]:
     return {
         "E": Channel.objects.create(name="With endpoint", retry_endpoint="http://127.0.0.1:9/r"),
         "N": Channel.objects.create(name="Without endpoint"),
+        "H": Channel.objects.create(
+            name="Held", retry_endpoint="http://127.0.0.1:9/r", dispatch_held_until=FOREVER
+        ),
     }
 
 
@@ -173,6 +206,10 @@ def has_endpoint(record: FailedIntegration) -> bool:
     return bool(Channel.objects.get(pk=record.channel_id).retry_endpoint)
 
 
+def held(record: FailedIntegration, now: dt.datetime) -> bool:
+    return dispatch_held(Channel.objects.get(pk=record.channel_id), now)
+
+
 def states_by_filter(pks: list[int], now: dt.datetime) -> dict[int, list[str]]:
     """The states whose `state_q` picks each record (exactly one, if the states partition)."""
     found: dict[int, list[str]] = {pk: [] for pk in pks}
@@ -187,7 +224,10 @@ def states_by_filter(pks: list[int], now: dt.datetime) -> dict[int, list[str]]:
 def states_by_sql(pks: list[int], now: dt.datetime) -> dict[int, str]:
     """`state_sql` of each record, evaluated by PostgreSQL in a SELECT."""
     expression = state_sql(
-        "fi", now="CAST(%(now)s AS timestamptz)", has_endpoint="(c.retry_endpoint <> '')"
+        "fi",
+        now="CAST(%(now)s AS timestamptz)",
+        has_endpoint="(c.retry_endpoint <> '')",
+        held="coalesce(c.dispatch_held_until > CAST(%(now)s AS timestamptz), false)",
     )
     table, channels = FailedIntegration._meta.db_table, Channel._meta.db_table
     with connection.cursor() as cursor:
@@ -209,7 +249,9 @@ def at_fixed_now(channels, product_type):
 
 def test_record_state_at_a_fixed_now(at_fixed_now):
     answered = {
-        record.pk: record_state(record, has_endpoint=has_endpoint(record), now=NOW)
+        record.pk: record_state(
+            record, has_endpoint=has_endpoint(record), held=held(record, NOW), now=NOW
+        )
         for record, _ in at_fixed_now
     }
 
@@ -224,7 +266,11 @@ def test_each_record_is_in_exactly_its_states_filter_at_a_fixed_now(at_fixed_now
 
 def test_the_state_expression_at_a_fixed_now(at_fixed_now):
     """The CASE the fast path's SQL is compiled from, evaluated by the database itself."""
-    expression = state_expression(now=NOW, has_endpoint=~Q(channel__retry_endpoint=""))
+    expression = state_expression(
+        now=NOW,
+        has_endpoint=~Q(channel__retry_endpoint=""),
+        held=Q(channel__dispatch_held_until__gt=NOW),
+    )
     found = dict(
         FailedIntegration.objects.filter(pk__in=[record.pk for record, _ in at_fixed_now])
         .annotate(computed=expression)
@@ -250,7 +296,7 @@ def times(*choices) -> st.SearchStrategy:
 # in progress, pending, exhausted) come up as often as the others.
 record_fields = st.fixed_dictionaries(
     {
-        "channel": st.sampled_from("EN"),
+        "channel": st.sampled_from("ENH"),
         "is_active": st.sampled_from([True, True, True, False]),
         "resolution": st.sampled_from(["", *Resolution.values]),
         "parked": st.sampled_from([False, False, False, True]),
@@ -284,7 +330,7 @@ def test_the_forms_of_state_agree_on_any_record(channels, product_type, rows):
     stored = FailedIntegration.objects.in_bulk(pks)
 
     python = {
-        pk: record_state(record, has_endpoint=has_endpoint(record), now=NOW)
+        pk: record_state(record, has_endpoint=has_endpoint(record), held=held(record, NOW), now=NOW)
         for pk, record in stored.items()
     }
     for state in python.values():
@@ -347,7 +393,9 @@ def test_record_state_at_the_wall_clock(around_the_present):
     now = timezone.now()
 
     assert {
-        record.pk: record_state(record, has_endpoint=has_endpoint(record), now=now)
+        record.pk: record_state(
+            record, has_endpoint=has_endpoint(record), held=held(record, now), now=now
+        )
         for record, _ in around_the_present
     } == {record.pk: state for record, state in around_the_present}
 

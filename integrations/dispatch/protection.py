@@ -1,0 +1,347 @@
+"""Delivery protection, per channel and across every worker: what may be sent to a channel app
+now, and what its answers say about it.
+
+* **Concurrency cap** (`Channel.max_concurrency`): attempts in flight (records leased) to the app.
+  Below it, a send window (`ChannelDispatch.send_window`) starts at BREAKER_FAILURES, grows by
+  one at each answer and halves at each of the app's failures: an app that goes down fails at
+  most the attempts in flight, and one that is down from the start at most BREAKER_FAILURES,
+  before the breaker opens.
+* **Rate limit** (`Channel.rate_limit`, attempts per second): a token bucket in the channel's
+  `ChannelDispatch` row, which every worker's claim locks (PostgreSQL; on SQLite, the one
+  worker's own). A burst is at most one second's worth.
+* **Asked to wait**: a 429, or a 503 with `Retry-After`, holds the channel's dispatch until then
+  and is not counted as an attempt of the record (outcome `throttled`).
+* **Circuit breaker**: the app's failures (no connection, timeout, transport error, 5xx, 408)
+  open it after BREAKER_FAILURES in a row, or when they are BREAKER_RATIO of the attempts of a
+  BREAKER_WINDOW_SECONDS window with at least BREAKER_MIN_VOLUME attempts. The item's failures
+  (other 4xx) never do. While it is open nothing is sent, so no record's `retry_count` is used.
+  After its cool-down (30 s, doubling at each failed probe, up to an hour) it is half-open: one
+  probe at a time; BREAKER_CLOSE_AFTER answers from the app close it. Open for
+  CHANNEL_DISABLE_AFTER_DAYS: the channel is disabled until an operator resumes it.
+* **Pause**: an operator's hold, lifted by `resume`.
+* **Drain after recovery**: when the circuit closes or the channel resumes, its rate starts at
+  DRAIN_START_RATE per second and doubles every DRAIN_DOUBLING_SECONDS, up to the rate limit
+  (or, without one, until it no longer limits), never a burst.
+
+Opening, closing and disabling are logged and recorded as events (sent to the webhook with the
+exhaustion events). While nothing may be sent, `Channel.dispatch_held_until` says until when, and
+the channel's due records are in the state `held`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import logging
+import math
+import random
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from integrations.choices import AttemptOutcome
+from integrations.models import Channel, ChannelDispatch, EngineEvent
+
+logger = logging.getLogger(__name__)
+
+Circuit = ChannelDispatch.Circuit
+# Held with no end in sight: an open circuit, a pause, a disabled channel.
+FOREVER = dt.datetime(9999, 12, 31, tzinfo=dt.UTC)
+# How long a 429 without Retry-After holds the channel, and the longest hold an app may ask.
+DEFAULT_WAIT = 5.0
+LONGEST_WAIT = 3600.0
+# The most attempts in flight to one app that the send window grows to.
+WINDOW_MAX = 10_000
+
+SUCCESS, THROTTLED, APP_FAILURE, ITEM_FAILURE = "success", "throttled", "app", "item"
+OPENED, CLOSED, DISABLED = "channel.circuit_opened", "channel.circuit_closed", "channel.disabled"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: str  # SUCCESS, THROTTLED, APP_FAILURE or ITEM_FAILURE
+    wait: float = 0.0  # seconds, when THROTTLED
+
+
+def verdict(outcome: str, http_status: int | None, retry_after: str | None, *, now) -> Verdict:
+    """Whose an attempt's outcome is: the app's, the item's, or a request to wait."""
+    if outcome == AttemptOutcome.SUCCESS:
+        return Verdict(SUCCESS)
+    if outcome != AttemptOutcome.HTTP_ERROR or http_status is None:
+        return Verdict(APP_FAILURE)  # no answer: refused, timed out, broken
+    if http_status == 429 or (http_status == 503 and retry_after is not None):
+        return Verdict(THROTTLED, wait_of(retry_after, now=now))
+    if http_status >= 500 or http_status == 408:
+        return Verdict(APP_FAILURE)
+    return Verdict(ITEM_FAILURE)
+
+
+def wait_of(retry_after: str | None, *, now: dt.datetime) -> float:
+    """Seconds a Retry-After asks for (delta-seconds or an HTTP date), within 1 s and an hour."""
+    seconds = DEFAULT_WAIT
+    if retry_after:
+        text = retry_after.strip()
+        if text.isdigit():
+            seconds = float(text)
+        else:
+            try:
+                when = email.utils.parsedate_to_datetime(text)
+            except (TypeError, ValueError):
+                when = None
+            if when is not None and when.tzinfo is not None:
+                seconds = (when - now).total_seconds()
+    return min(max(seconds, 1.0), LONGEST_WAIT)
+
+
+def hold_of(dispatch: ChannelDispatch, now: dt.datetime) -> dt.datetime | None:
+    """Until when nothing is sent to the channel's app (None: attempts may go)."""
+    if dispatch.paused_at or dispatch.disabled_at or dispatch.circuit != Circuit.CLOSED:
+        return FOREVER
+    if dispatch.retry_after_until and dispatch.retry_after_until > now:
+        return dispatch.retry_after_until
+    return None
+
+
+def locked(channel_id: int) -> ChannelDispatch:
+    """The channel's dispatch row, locked until the transaction ends (made on first use)."""
+    ChannelDispatch.objects.get_or_create(channel_id=channel_id)
+    return ChannelDispatch.objects.select_for_update().get(channel_id=channel_id)
+
+
+def _save(dispatch: ChannelDispatch, now: dt.datetime) -> None:
+    dispatch.save()
+    Channel.objects.filter(pk=dispatch.channel_id).update(
+        dispatch_held_until=hold_of(dispatch, now)
+    )
+
+
+# --- what may be sent -----------------------------------------------------------------------
+
+
+def effective_rate(channel: Channel, dispatch: ChannelDispatch, now: dt.datetime) -> float | None:
+    """Attempts per second allowed now (None: no limit): the rate limit, lower while the
+    channel drains after a recovery."""
+    rate = channel.rate_limit
+    if dispatch.recovering_since is not None:
+        elapsed = max((now - dispatch.recovering_since).total_seconds(), 0.0)
+        doublings = min(elapsed / settings.DRAIN_DOUBLING_SECONDS, 60.0)
+        ramp = settings.DRAIN_START_RATE * 2**doublings
+        if ramp >= (settings.DRAIN_END_RATE if rate is None else rate):
+            dispatch.recovering_since = None  # drained up to speed
+        else:
+            rate = ramp if rate is None else min(rate, ramp)
+    return rate
+
+
+def allowance(
+    channel: Channel, dispatch: ChannelDispatch, *, in_flight: int, want: int, now: dt.datetime
+) -> int:
+    """How many due records of the channel a worker may take now, with `dispatch` locked: 0
+    while held; one probe at a time while half-open; within the concurrency cap and the rate
+    limit's tokens otherwise. Moves an open circuit whose cool-down is over to half-open."""
+    if dispatch.paused_at or dispatch.disabled_at:
+        return 0
+    if dispatch.circuit == Circuit.OPEN:
+        if dispatch.outage_since and now - dispatch.outage_since >= _disable_after():
+            _disable(channel, dispatch, now)
+            return 0
+        if dispatch.next_probe_at is None or dispatch.next_probe_at > now:
+            return 0
+        dispatch.circuit, dispatch.circuit_since, dispatch.probe_successes = (
+            Circuit.HALF_OPEN,
+            now,
+            0,
+        )
+        logger.info("channel %s: circuit half-open, probing", channel.pk)
+        _save(dispatch, now)
+    if dispatch.circuit == Circuit.HALF_OPEN:
+        return 1 if in_flight == 0 and want > 0 else 0
+    if dispatch.retry_after_until and dispatch.retry_after_until > now:
+        return 0
+    want = min(want, window_of(dispatch) - in_flight)
+    if channel.max_concurrency is not None:
+        want = min(want, channel.max_concurrency - in_flight)
+    rate = effective_rate(channel, dispatch, now)
+    if rate is not None:
+        _refill(dispatch, rate, now)
+        want = min(want, math.floor(dispatch.tokens))
+    return max(want, 0)
+
+
+def window_of(dispatch: ChannelDispatch) -> int:
+    return dispatch.send_window or settings.BREAKER_FAILURES
+
+
+def _refill(dispatch: ChannelDispatch, rate: float, now: dt.datetime) -> None:
+    """Tokens accrue at `rate` a second (with up to 10% jitter, so that workers' claims spread
+    out), up to one second's worth."""
+    capacity = max(1.0, rate)
+    if dispatch.tokens_at is None:
+        dispatch.tokens = 1.0
+    else:
+        elapsed = max((now - dispatch.tokens_at).total_seconds(), 0.0)
+        accrued = rate * elapsed * random.uniform(0.9, 1.0)
+        dispatch.tokens = min(capacity, dispatch.tokens + accrued)
+    dispatch.tokens_at = now
+
+
+def taken(dispatch: ChannelDispatch, count: int, now: dt.datetime) -> None:
+    """Records that a claim took `count` records (their tokens), with `dispatch` locked."""
+    if dispatch.tokens_at is not None:
+        dispatch.tokens -= count
+    _save(dispatch, now)
+
+
+# --- what the answers say -------------------------------------------------------------------
+
+
+def record_verdicts(channel_id: int, verdicts: list[Verdict], *, now: dt.datetime) -> None:
+    """Updates the channel's breaker and holds from a batch's answers (in their order)."""
+    if not verdicts:
+        return
+    with transaction.atomic():
+        dispatch = locked(channel_id)
+        channel = Channel.objects.get(pk=channel_id)
+        if (
+            dispatch.window_started_at is None
+            or (now - dispatch.window_started_at).total_seconds() > settings.BREAKER_WINDOW_SECONDS
+        ):
+            dispatch.window_started_at, dispatch.window_attempts, dispatch.window_failures = (
+                now,
+                0,
+                0,
+            )
+        for each in verdicts:
+            if each.kind == THROTTLED:
+                dispatch.send_window = max(1, window_of(dispatch) // 2)
+                until = now + dt.timedelta(seconds=each.wait)
+                if dispatch.retry_after_until is None or dispatch.retry_after_until < until:
+                    dispatch.retry_after_until = until
+                continue
+            dispatch.window_attempts += 1
+            if each.kind == APP_FAILURE:
+                dispatch.send_window = max(1, window_of(dispatch) // 2)
+                dispatch.consecutive_failures += 1
+                dispatch.window_failures += 1
+                dispatch.last_failure_at = now
+                if dispatch.circuit == Circuit.HALF_OPEN:
+                    _open(channel, dispatch, now, reason="the probe failed")
+                elif dispatch.circuit == Circuit.CLOSED and _trips(dispatch):
+                    _open(channel, dispatch, now, reason=_trip_reason(dispatch))
+                continue
+            # The app answered (a success, or a refusal of this item): it is up.
+            dispatch.consecutive_failures = 0
+            dispatch.send_window = min(window_of(dispatch) + 1, WINDOW_MAX)
+            if each.kind == SUCCESS:
+                dispatch.last_success_at = now
+            if dispatch.circuit == Circuit.HALF_OPEN:
+                dispatch.probe_successes += 1
+                if dispatch.probe_successes >= settings.BREAKER_CLOSE_AFTER:
+                    _close(channel, dispatch, now)
+        _save(dispatch, now)
+
+
+def _trips(dispatch: ChannelDispatch) -> bool:
+    if dispatch.consecutive_failures >= settings.BREAKER_FAILURES:
+        return True
+    return (
+        dispatch.window_attempts >= settings.BREAKER_MIN_VOLUME
+        and dispatch.window_failures >= settings.BREAKER_RATIO * dispatch.window_attempts
+    )
+
+
+def _trip_reason(dispatch: ChannelDispatch) -> str:
+    if dispatch.consecutive_failures >= settings.BREAKER_FAILURES:
+        return f"{dispatch.consecutive_failures} failures in a row"
+    return (
+        f"{dispatch.window_failures} of {dispatch.window_attempts} attempts failed in "
+        f"{settings.BREAKER_WINDOW_SECONDS:g} s"
+    )
+
+
+def _open(channel: Channel, dispatch: ChannelDispatch, now: dt.datetime, *, reason: str) -> None:
+    again = dispatch.circuit == Circuit.HALF_OPEN
+    cool_down = (
+        min(dispatch.cool_down * 2, settings.BREAKER_COOL_DOWN_MAX)
+        if again and dispatch.cool_down
+        else settings.BREAKER_COOL_DOWN_MIN
+    )
+    dispatch.circuit, dispatch.circuit_since, dispatch.cool_down = Circuit.OPEN, now, cool_down
+    dispatch.next_probe_at = now + dt.timedelta(seconds=cool_down)
+    dispatch.outage_since = dispatch.outage_since or now
+    dispatch.probe_successes = 0
+    dispatch.recovering_since = None
+    logger.warning(
+        "channel %s: circuit opened (%s); next probe in %s s", channel.pk, reason, cool_down
+    )
+    _event(channel, OPENED, now, reason=reason, next_probe_at=dispatch.next_probe_at.isoformat())
+
+
+def _close(channel: Channel, dispatch: ChannelDispatch, now: dt.datetime) -> None:
+    outage = (now - dispatch.outage_since).total_seconds() if dispatch.outage_since else 0.0
+    dispatch.circuit, dispatch.circuit_since = Circuit.CLOSED, now
+    dispatch.outage_since, dispatch.next_probe_at, dispatch.cool_down = None, None, 0
+    dispatch.consecutive_failures = dispatch.probe_successes = 0
+    dispatch.window_started_at, dispatch.window_attempts, dispatch.window_failures = now, 0, 0
+    dispatch.recovering_since, dispatch.tokens_at, dispatch.send_window = now, None, 0
+    logger.warning("channel %s: circuit closed after %.0f s; draining", channel.pk, outage)
+    _event(channel, CLOSED, now, outage_seconds=round(outage, 3))
+
+
+def _disable_after() -> dt.timedelta:
+    return dt.timedelta(days=settings.CHANNEL_DISABLE_AFTER_DAYS)
+
+
+def _disable(channel: Channel, dispatch: ChannelDispatch, now: dt.datetime) -> None:
+    dispatch.disabled_at = now
+    logger.warning(
+        "channel %s: disabled after its circuit stayed open since %s",
+        channel.pk,
+        dispatch.outage_since.isoformat(),
+    )
+    _event(channel, DISABLED, now, open_since=dispatch.outage_since.isoformat())
+    _save(dispatch, now)
+
+
+def _event(channel: Channel, kind: str, now: dt.datetime, **details) -> None:
+    EngineEvent.objects.create(
+        key=f"{kind}:{channel.pk}:{now.isoformat()}",
+        kind=kind,
+        channel=channel,
+        next_delivery_at=now,
+        payload={"event": kind, "channel": channel.pk, "at": now.isoformat(), **details},
+    )
+
+
+# --- by hand --------------------------------------------------------------------------------
+
+
+def pause(channel: Channel, *, by: str, now: dt.datetime | None = None) -> ChannelDispatch:
+    """Holds the channel's dispatch until `resume`: nothing is sent, retry counts untouched."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        dispatch = locked(channel.pk)
+        if dispatch.paused_at is None:
+            dispatch.paused_at, dispatch.paused_by = now, by
+            logger.warning("channel %s: paused by %s", channel.pk, by)
+        _save(dispatch, now)
+    return dispatch
+
+
+def resume(channel: Channel, *, by: str, now: dt.datetime | None = None) -> ChannelDispatch:
+    """Lifts a pause (and a disabling): the backlog drains from a slow start; an open circuit
+    probes at once."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        dispatch = locked(channel.pk)
+        if dispatch.paused_at or dispatch.disabled_at:
+            logger.warning("channel %s: resumed by %s", channel.pk, by)
+        dispatch.paused_at, dispatch.paused_by, dispatch.disabled_at = None, "", None
+        if dispatch.circuit == Circuit.OPEN:
+            dispatch.outage_since, dispatch.next_probe_at = now, now
+        else:
+            dispatch.recovering_since, dispatch.tokens_at = now, None
+        _save(dispatch, now)
+    return dispatch

@@ -1,0 +1,339 @@
+"""Delivery protection against real HTTP receivers on 127.0.0.1: the circuit breaker opens on
+the app's failures (never on the item's), holds the records without using their retries,
+probes, closes and drains; a 429's Retry-After is respected to the second; an operator's pause
+holds like an open circuit; the rate limit and the concurrency cap hold; claims are fair between
+channels."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import pytest
+from django.utils import timezone
+
+from integrations.choices import AttemptOutcome, State
+from integrations.dispatch import protection
+from integrations.dispatch.worker import Worker, WorkerConfig
+from integrations.lifecycle.states import dispatch_of, record_state
+from integrations.models import (
+    ChannelDispatch,
+    EngineEvent,
+    FailedIntegration,
+    RetryAttempt,
+)
+
+pytestmark = pytest.mark.django_db
+
+PAST = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+Circuit = ChannelDispatch.Circuit
+
+
+@pytest.fixture(autouse=True)
+def fast_protection(settings):
+    settings.BREAKER_FAILURES = 3
+    settings.BREAKER_MIN_VOLUME = 1000  # the ratio rule stays out of the way, but where tested
+    settings.DRAIN_START_RATE = 1000  # a recovered channel drains at once, but where tested
+
+
+@pytest.fixture
+def app(channel, receiver):
+    channel.retry_endpoint = receiver.url
+    channel.save()
+    return receiver
+
+
+def due_records(make_failed, n: int, **fields) -> list[FailedIntegration]:
+    records = [
+        make_failed(
+            object_id=1000 + i, retry_count=0, max_retry_count=5, retry_interval=3600, **fields
+        )
+        for i in range(n)
+    ]
+    FailedIntegration.objects.filter(pk__in=[r.pk for r in records]).update(next_retry_at=PAST)
+    return records
+
+
+def work(**config) -> int:
+    return Worker(WorkerConfig(**{"poll": 0.01, "timeout": 5, **config})).run(once=True)
+
+
+def work_until(done, *, timeout: float = 15.0, **config) -> None:
+    """Works in this thread (the test's data is in its transaction) until `done()`; a worker
+    with nothing it may take now stops, and the next one looks again."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "not done in time"
+        work(**config)
+        time.sleep(0.02)
+
+
+def states(channel) -> dict[str, int]:
+    channel.refresh_from_db()
+    found: dict[str, int] = {}
+    for record in FailedIntegration.objects.filter(channel=channel):
+        state = record_state(record, **dispatch_of(channel), now=timezone.now())
+        found[state] = found.get(state, 0) + 1
+    return found
+
+
+def dispatch(channel) -> ChannelDispatch:
+    return ChannelDispatch.objects.get(channel=channel)
+
+
+def retries_used(channel) -> int:
+    return sum(
+        FailedIntegration.objects.filter(channel=channel).values_list("retry_count", flat=True)
+    )
+
+
+def test_the_app_s_failures_open_the_circuit_and_the_rest_are_held_untouched(
+    channel, app, make_failed
+):
+    app.status = 500
+    due_records(make_failed, 10)
+
+    work(batch=32)
+
+    # The send window starts at BREAKER_FAILURES: 3 attempts, 3 failures, open.
+    assert len(app.received) == 3
+    assert retries_used(channel) == 3
+    assert dispatch(channel).circuit == Circuit.OPEN
+    # The 3 attempted wait for their next retry; the 7 others are held.
+    assert states(channel) == {State.HELD: 7, State.PENDING: 3}
+    assert channel.dispatch_held_until == protection.FOREVER
+    opened = EngineEvent.objects.get(kind=protection.OPENED)
+    assert opened.channel_id == channel.pk and opened.failed_integration_id is None
+    assert "3 failures in a row" in opened.payload["reason"]
+
+    work(batch=32)  # while open: nothing is sent, no retry is used
+    assert len(app.received) == 3 and retries_used(channel) == 3
+
+
+def test_a_connection_refused_app_trips_it_too(channel, make_failed):
+    from integrations.tests.receiver import closed_port_url
+
+    channel.retry_endpoint = closed_port_url()
+    channel.save()
+    due_records(make_failed, 6)
+
+    work()
+
+    assert set(RetryAttempt.objects.values_list("outcome", flat=True)) == {AttemptOutcome.REFUSED}
+    assert RetryAttempt.objects.count() == 3
+    assert dispatch(channel).circuit == Circuit.OPEN
+
+
+def test_the_item_s_failures_never_open_it(channel, app, make_failed):
+    app.status = 422
+    due_records(make_failed, 8)
+
+    work(batch=1)
+
+    assert len(app.received) == 8
+    assert dispatch(channel).circuit == Circuit.CLOSED
+    assert not EngineEvent.objects.filter(kind=protection.OPENED).exists()
+
+
+def test_a_failure_ratio_over_the_window_opens_it(channel, app, make_failed, settings):
+    settings.BREAKER_FAILURES = 100
+    settings.BREAKER_MIN_VOLUME = 10
+    # Alternating failures and successes: never 3 in a row, but half of 10.
+    app.script = [(500 if i % 2 else 200, {}) for i in range(40)]
+    due_records(make_failed, 30)
+
+    work(batch=1)
+
+    assert dispatch(channel).circuit == Circuit.OPEN
+    assert len(app.received) == 10
+    assert (
+        "5 of 10 attempts failed"
+        in EngineEvent.objects.get(kind=protection.OPENED).payload["reason"]
+    )
+
+
+def test_after_its_cool_down_it_probes_closes_and_drains(channel, app, make_failed):
+    app.status = 500
+    records = due_records(make_failed, 10)
+    work()
+    assert dispatch(channel).cool_down == 30
+    held_before = {r.pk: r.retry_count for r in FailedIntegration.objects.filter(channel=channel)}
+
+    # The app is back; the cool-down is over.
+    app.status = 200
+    ChannelDispatch.objects.filter(channel=channel).update(next_probe_at=timezone.now())
+    work(batch=32)
+
+    after = dispatch(channel)
+    assert after.circuit == Circuit.CLOSED
+    assert EngineEvent.objects.filter(kind=protection.CLOSED).count() == 1
+    # The 7 held records went once each after the recovery (2 of them the probes), their
+    # retries unused while it was open; the 3 that failed wait for their next retry.
+    succeeded = RetryAttempt.objects.filter(outcome=AttemptOutcome.SUCCESS)
+    assert succeeded.count() == 7
+    assert sum(held_before.values()) == 3 and len(records) == 10
+    assert FailedIntegration.objects.filter(channel=channel, is_active=True).count() == 3
+    channel.refresh_from_db()
+    assert channel.dispatch_held_until is None
+
+
+def test_a_failed_probe_reopens_it_with_a_longer_cool_down(channel, app, make_failed):
+    app.status = 503
+    due_records(make_failed, 10)
+    work()
+    ChannelDispatch.objects.filter(channel=channel).update(next_probe_at=timezone.now())
+
+    work()
+
+    after = dispatch(channel)
+    assert after.circuit == Circuit.OPEN
+    assert after.cool_down == 60
+    assert len(app.received) == 4  # 3, then one probe
+    assert EngineEvent.objects.filter(kind=protection.OPENED).count() == 2
+
+
+def test_a_channel_open_for_days_is_disabled(channel, app, make_failed, settings):
+    app.status = 500
+    due_records(make_failed, 5)
+    work()
+    ChannelDispatch.objects.filter(channel=channel).update(
+        next_probe_at=timezone.now(), outage_since=timezone.now() - dt.timedelta(days=4)
+    )
+
+    work()
+
+    assert dispatch(channel).disabled_at is not None
+    assert len(app.received) == 3  # no probe: disabled instead
+    assert EngineEvent.objects.filter(kind=protection.DISABLED).count() == 1
+    protection.resume(channel, by="operator")
+    assert dispatch(channel).disabled_at is None
+    assert dispatch(channel).next_probe_at is not None
+
+
+def test_retry_after_is_respected_to_the_second_and_not_counted(channel, app, make_failed):
+    app.script = [(429, {"Retry-After": "2"})]
+    records = due_records(make_failed, 1)
+
+    work_until(lambda: len(app.received) == 2, batch=1)
+
+    first, second = app.received
+    assert 2.0 <= second.at - first.at < 3.5
+    attempts = list(RetryAttempt.objects.order_by("pk").values_list("outcome", flat=True))
+    assert attempts == [AttemptOutcome.THROTTLED, AttemptOutcome.SUCCESS]
+    record = FailedIntegration.objects.get(pk=records[0].pk)
+    assert record.retry_count == 0  # the 429 was not an attempt of the record
+    assert not record.is_active
+
+
+def test_a_held_channel_shows_its_due_records_as_held(channel, app, make_failed, api_client):
+    app.status = 429
+    app.headers = {"Retry-After": "120"}
+    due_records(make_failed, 4)
+
+    work(batch=1)
+
+    channel.refresh_from_db()
+    assert 115 <= (channel.dispatch_held_until - timezone.now()).total_seconds() <= 120
+    listed = api_client.get(f"/api/v1/channel/{channel.pk}/failed_integrations/").json()
+    assert {row["state"] for row in listed["results"]} == {State.HELD}
+    held = api_client.get(
+        f"/api/v1/channel/{channel.pk}/failed_integrations/", {"state": "held"}
+    ).json()
+    assert held["count"] == 4
+    assert retries_used(channel) == 0
+
+
+def test_a_paused_channel_is_held_until_resumed(channel, app, make_failed):
+    due_records(make_failed, 5)
+    protection.pause(channel, by="operator")
+
+    work()
+
+    assert app.received == []
+    assert states(channel) == {State.HELD: 5}
+
+    protection.resume(channel, by="operator")
+    work_until(lambda: len(app.received) == 5)
+
+    assert FailedIntegration.objects.filter(channel=channel, is_active=True).count() == 0
+
+
+def test_the_rate_limit_holds(channel, app, make_failed):
+    channel.rate_limit = 10
+    channel.save()
+    due_records(make_failed, 25)
+
+    work_until(lambda: len(app.received) == 25, batch=32)
+
+    times = sorted(item.at for item in app.received)
+    assert len(times) == 25
+    # One token to start, then 10 a second: 24 more take at least 2.4 s.
+    assert times[-1] - times[0] >= 2.0
+    for start in times:
+        assert sum(start <= t < start + 1.0 for t in times) <= 11
+
+
+def test_the_concurrency_cap_holds(channel, app, make_failed):
+    channel.max_concurrency = 2
+    channel.save()
+    app.delay = 0.2
+    due_records(make_failed, 8)
+
+    work_until(lambda: len(app.received) == 8, batch=32, concurrency=8)
+
+    assert app.most_in_flight <= 2
+
+
+def test_a_drain_after_recovery_starts_slow(channel, app, make_failed, settings):
+    settings.DRAIN_START_RATE = 5
+    settings.DRAIN_DOUBLING_SECONDS = 60
+    due_records(make_failed, 12)
+    protection.pause(channel, by="operator")
+    protection.resume(channel, by="operator")
+
+    work_until(lambda: len(app.received) == 12, batch=32)
+
+    times = sorted(item.at for item in app.received)
+    assert len(times) == 12
+    assert times[-1] - times[0] >= 1.5  # about 5 a second, not all at once
+
+
+def test_claims_are_fair_between_channels(channel, other_channel, receiver, make_failed):
+    for each in (channel, other_channel):
+        each.retry_endpoint = receiver.url
+        each.save()
+    due_records(make_failed, 40)
+    small = [
+        make_failed(
+            channel=other_channel, object_id=n, retry_count=0, max_retry_count=5, retry_interval=60
+        )
+        for n in range(3)
+    ]
+    FailedIntegration.objects.filter(pk__in=[r.pk for r in small]).update(next_retry_at=PAST)
+
+    claimed = Worker(WorkerConfig(batch=10)).claim()
+
+    by_channel: dict[int, int] = {}
+    for item in claimed:
+        by_channel[item.record.channel_id] = by_channel.get(item.record.channel_id, 0) + 1
+    # The big backlog does not crowd out the small one; the batch is still used up.
+    assert by_channel[other_channel.pk] == 3
+    assert sum(by_channel.values()) == min(10, protection.window_of(ChannelDispatch()) + 3)
+
+
+def test_the_verdicts():
+    now = timezone.now()
+    verdict = protection.verdict
+    assert verdict(AttemptOutcome.SUCCESS, 200, None, now=now).kind == protection.SUCCESS
+    assert verdict(AttemptOutcome.TIMEOUT, None, None, now=now).kind == protection.APP_FAILURE
+    assert verdict(AttemptOutcome.HTTP_ERROR, 502, None, now=now).kind == protection.APP_FAILURE
+    assert verdict(AttemptOutcome.HTTP_ERROR, 503, None, now=now).kind == protection.APP_FAILURE
+    assert verdict(AttemptOutcome.HTTP_ERROR, 408, None, now=now).kind == protection.APP_FAILURE
+    assert verdict(AttemptOutcome.HTTP_ERROR, 404, None, now=now).kind == protection.ITEM_FAILURE
+    throttled = verdict(AttemptOutcome.HTTP_ERROR, 503, "7", now=now)
+    assert (throttled.kind, throttled.wait) == (protection.THROTTLED, 7.0)
+    assert verdict(AttemptOutcome.HTTP_ERROR, 429, None, now=now).wait == protection.DEFAULT_WAIT
+    later = (now + dt.timedelta(seconds=30)).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    assert 28 <= verdict(AttemptOutcome.HTTP_ERROR, 429, later, now=now).wait <= 31
+    assert verdict(AttemptOutcome.HTTP_ERROR, 429, "99999", now=now).wait == 3600.0
+    assert verdict(AttemptOutcome.HTTP_ERROR, 429, "soon", now=now).wait == protection.DEFAULT_WAIT
