@@ -12,13 +12,21 @@ from django.http import QueryDict
 from django.utils import timezone
 
 from common.database import is_postgresql
+from integrations.channels import services as channel_services
 from integrations.choices import AttemptOutcome, ReasonType, State
 from integrations.counting import counts
 from integrations.models import Channel, FailedIntegration, RetryAttempt
 from integrations.reads import selectors
 
 # The states of records still in play, in the order an operator reads them.
-LIVE_STATES = (State.DUE, State.IN_PROGRESS, State.PENDING, State.EXHAUSTED, State.PARKED)
+LIVE_STATES = (
+    State.DUE,
+    State.HELD,
+    State.IN_PROGRESS,
+    State.PENDING,
+    State.EXHAUSTED,
+    State.PARKED,
+)
 HEALTH_WINDOW = 50  # attempts looked at for the channel app's health
 CHART_HOURS = 7 * 24
 
@@ -40,7 +48,12 @@ class Summary:
     due: int
     oldest_due: dt.datetime | None
     health: Health
+    dispatch: dict = field(default_factory=dict)
     chart: dict = field(default_factory=dict)
+
+    @property
+    def may_write(self) -> bool:
+        return self.role in ("operator", "admin")
 
     @property
     def active(self) -> int:
@@ -60,7 +73,8 @@ def _grouped(channel: Channel, query: str) -> dict[str, int]:
 def summary(channel: Channel, role: str, *, now: dt.datetime | None = None) -> Summary:
     now = now or timezone.now()
     by_state = _grouped(channel, "group_by=state&is_active=true")
-    due = selectors.due_backlog(channel=channel, now=now, count=by_state.get(State.DUE, 0))
+    waiting = by_state.get(State.DUE, 0) + by_state.get(State.HELD, 0)
+    due = selectors.due_backlog(channel=channel, now=now, count=waiting)
     return Summary(
         channel=channel,
         role=role,
@@ -69,6 +83,7 @@ def summary(channel: Channel, role: str, *, now: dt.datetime | None = None) -> S
         due=due.count,
         oldest_due=due.oldest,
         health=health(channel),
+        dispatch=channel_services.dispatch_health(channel, now=now, backlog=due),
         chart=chart(channel, now=now),
     )
 

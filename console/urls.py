@@ -18,4 +18,5 @@ urlpatterns = [
     path("channels/<int:channel_id>/failures/<int:pk>/", views.failure, name="failure"),
     path("channels/<int:channel_id>/operations/<int:pk>/", views.operation, name="operation"),
     path("channels/<int:channel_id>/settings/", views.settings_page, name="settings"),
+    path("channels/<int:channel_id>/dispatch/", views.dispatch_action, name="dispatch"),
 ]

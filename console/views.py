@@ -61,6 +61,7 @@ ACTIONS_FOR_STATE = {
     State.IN_PROGRESS: ("park", "deactivate"),
     State.EXHAUSTED: ("retry", "park", "deactivate"),
     State.PARKED: ("retry", "unpark", "deactivate"),
+    State.HELD: ("park", "deactivate"),
     State.EXPIRED: ("deactivate",),
 }
 BOOL_FILTERS = (
@@ -278,6 +279,7 @@ def failures(request, channel_id: int):
         row["link"] = link.urlencode()
     more = more_filters(params)
     context = {
+        "dispatch": channel_services.dispatch_health(channel),
         **channel_context(channel, access),
         "params": params,
         "query": params.urlencode(),
@@ -495,6 +497,21 @@ def _change_record(request, record: FailedIntegration) -> tuple[FailedIntegratio
 
 
 @guarded
+@require_POST
+def dispatch_action(request, channel_id: int):
+    """Pauses or resumes the channel's dispatch (its operators and admins)."""
+    channel, _ = channel_for(request, channel_id, WRITE)
+    action = request.POST.get("action")
+    if action not in (channel_services.PAUSE, channel_services.RESUME):
+        return HttpResponse("Unknown action: pause or resume.", status=400)
+    channel_services.channel_hold(
+        channel=channel, action=action, user=request.user, source=AuditEntry.Source.CONSOLE
+    )
+    messages.success(request, "Dispatch paused." if action == "pause" else "Dispatch resumed.")
+    return redirect(reverse("console:failures", args=[channel.pk]))
+
+
+@guarded
 def settings_page(request, channel_id: int):
     channel, access = channel_for(request, channel_id, ADMIN)
     context = {**channel_context(channel, access)}
@@ -531,6 +548,9 @@ def _settings_changes(post) -> dict:
     changes: dict = {
         "retry_endpoint": post.get("retry_endpoint", "").strip(),
     }
+    for name in ("max_concurrency", "rate_limit"):
+        if name in post:
+            changes[name] = post[name].strip() or None
     if post.get("remove_signing_secret") == "true":
         changes["signing_secret"] = None
     elif post.get("signing_secret"):

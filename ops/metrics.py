@@ -98,7 +98,9 @@ class DatabaseCollector:
             labels=["channel", "state", "reason_type"],
         )
         due = GaugeMetricFamily(
-            "fi_due_backlog", "Records due for a retry now, by channel.", labels=["channel"]
+            "fi_due_backlog",
+            "Records due for a retry now (sent or held), by channel.",
+            labels=["channel"],
         )
         oldest = GaugeMetricFamily(
             "fi_oldest_due_age_seconds",
@@ -112,7 +114,7 @@ class DatabaseCollector:
             stats = selectors.failed_integration_stats(channel=channel, params=params)
             for row in stats["results"]:
                 failures.add_metric([label, row["state"], row["reason_type"]], row["count"])
-            count = sum(row["count"] for row in stats["results"] if row["state"] == "due")
+            count = sum(row["count"] for row in stats["results"] if row["state"] in ("due", "held"))
             backlog = selectors.due_backlog(channel=channel, now=now, count=count)
             due.add_metric([label], backlog.count)
             age = (now - backlog.oldest).total_seconds() if backlog.oldest else 0.0

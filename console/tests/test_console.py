@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from console.urls import urlpatterns
 from integrations.api.access import ADMIN, READ, WRITE
+from integrations.choices import ReasonType
 from integrations.models import AuditEntry, BulkAction, Channel, ChannelGrant, FailedIntegration
 from integrations.reads.query import FILTERS
 
@@ -29,6 +30,7 @@ RULES = {
     "operation": {"get": READ},
     "act": {"post": WRITE},
     "settings": {"get": ADMIN, "post": ADMIN},
+    "dispatch": {"post": WRITE},
 }
 LEVEL = {"viewer": READ, "operator": WRITE, "admin": ADMIN}
 ORDER = (READ, WRITE, ADMIN)
@@ -64,6 +66,8 @@ def body_of(name: str) -> dict:
         return {"action": "park"}
     if name == "settings":
         return {"retry_endpoint": "https://apps.example.com/retry"}
+    if name == "dispatch":
+        return {"action": "pause"}
     return {}
 
 
@@ -466,3 +470,57 @@ def test_the_demo_seeds_failures_in_every_state_with_attempts(channel):
     assert not FailedIntegration.objects.filter(
         channel=channel, reason_type="mapping", next_retry_at__isnull=False
     ).exists()
+
+
+def test_an_operator_pauses_and_resumes_a_channel_s_dispatch(django_user_model, channel, world):
+    from integrations.dispatch.protection import FOREVER
+
+    channel.retry_endpoint = "https://apps.example.com/retry"
+    channel.save()
+    client = logged_in(django_user_model, channel, "operator")
+    page = client.get(reverse("console:failures", args=[channel.pk])).content.decode()
+    assert 'data-dispatch="sending"' in page and 'value="pause"' in page
+
+    paused = client.post(reverse("console:dispatch", args=[channel.pk]), {"action": "pause"})
+    channel.refresh_from_db()
+    page = client.get(reverse("console:failures", args=[channel.pk])).content.decode()
+
+    assert paused.status_code == 302
+    assert channel.dispatch_held_until == FOREVER
+    assert 'data-dispatch="paused"' in page and 'value="resume"' in page
+    assert AuditEntry.objects.filter(action="pause", source="console").exists()
+
+    client.post(reverse("console:dispatch", args=[channel.pk]), {"action": "resume"})
+    channel.refresh_from_db()
+    assert channel.dispatch_held_until is None
+    bad = client.post(reverse("console:dispatch", args=[channel.pk]), {"action": "explode"})
+    assert bad.status_code == 400
+
+
+def test_a_viewer_sees_the_dispatch_but_no_pause(django_user_model, channel, world):
+    channel.retry_endpoint = "https://apps.example.com/retry"
+    channel.save()
+    client = logged_in(django_user_model, channel, "viewer")
+    page = client.get(reverse("console:failures", args=[channel.pk])).content.decode()
+    assert 'data-dispatch="sending"' in page and 'value="pause"' not in page
+
+
+def test_the_rate_limit_and_the_concurrency_cap_are_set_in_the_settings(
+    django_user_model, channel, world
+):
+    client = logged_in(django_user_model, channel, "admin")
+    url = reverse("console:settings", args=[channel.pk])
+    form = {"retry_endpoint": "", **{f"{r}-default": "true" for r in ReasonType.values}}
+    saved = client.post(url, {**form, "max_concurrency": "4", "rate_limit": "2.5"})
+    channel.refresh_from_db()
+    assert saved.status_code == 302
+    assert (channel.max_concurrency, channel.rate_limit) == (4, 2.5)
+
+    refused = client.post(url, {**form, "max_concurrency": "0", "rate_limit": ""})
+    channel.refresh_from_db()
+    assert refused.status_code == 200 and "max_concurrency" in refused.content.decode()
+    assert channel.max_concurrency == 4
+
+    client.post(url, {**form, "max_concurrency": "", "rate_limit": ""})
+    channel.refresh_from_db()
+    assert (channel.max_concurrency, channel.rate_limit) == (None, None)

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from django.contrib.auth import get_user_model
 from django.db.models import Q
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.response import Response
 
@@ -26,7 +26,14 @@ from common.fields import format_datetime_utc
 from common.pagination import paginated_response
 from common.serializers import NOT_AN_OBJECT, StrictModelSerializer, StrictSerializer
 from common.views_base import JSONAPIView
-from integrations.api.access import ACCESS_LEVELS, ADMIN, ROLE_OF, may_everywhere, readable_channels
+from integrations.api.access import (
+    ACCESS_LEVELS,
+    ADMIN,
+    ROLE_OF,
+    WRITE,
+    may_everywhere,
+    readable_channels,
+)
 from integrations.api.views import ChannelScopedView
 from integrations.channels import services
 from integrations.choices import ReasonType, Role
@@ -108,6 +115,9 @@ def channel_data(channel: Channel, role: str | None) -> dict:
             }
             for reason, (policy, own) in services.channel_policies(channel).items()
         },
+        "max_concurrency": channel.max_concurrency,
+        "rate_limit": channel.rate_limit,
+        "dispatch": services.dispatch_health(channel),
         "role": role,
         "created_date": format_datetime_utc(channel.created_date),
         "modified_date": format_datetime_utc(channel.modified_date),
@@ -156,6 +166,24 @@ class ChannelDetailView(ChannelScopedView):
         services.channel_save(
             channel=self.channel, changes=serializer.validated_data, user=request.user
         )
+        return Response(channel_data(self.channel, ROLE_OF[self.access]))
+
+
+class ChannelHoldView(ChannelScopedView):
+    """`POST .../pause/` holds the channel's dispatch (nothing is sent, retry counts untouched);
+    `POST .../resume/` lifts the hold, and the backlog drains from a slow start."""
+
+    needs = {"POST": WRITE}
+    action_name = ""
+    body_required = False
+
+    def post(self, request, channel_id: int):
+        if request.data:
+            raise ValidationError({"body": ["Send no body (or {})."]})
+        services.channel_hold(
+            channel=self.channel, action=self.action_name, user=request.user, source="api"
+        )
+        self.channel.refresh_from_db()
         return Response(channel_data(self.channel, ROLE_OF[self.access]))
 
 

@@ -32,7 +32,7 @@ from common.fields import INT32_MAX
 from integrations.api.urls import RECORD_ACTIONS
 from integrations.choices import AttemptOutcome, Backoff, ChannelType, ReasonType, Role, State
 from integrations.lifecycle.transitions import OPERATOR_ACTIONS as ACTIONS
-from integrations.models import MIN_SECRET_LENGTH, Channel, RetryPolicy
+from integrations.models import MIN_SECRET_LENGTH, Channel, ChannelDispatch, RetryPolicy
 from integrations.reads.filtersets import (
     MAX_LIST_ITEMS,
     SORT_FIELDS,
@@ -737,6 +737,53 @@ def _policy_schema(*, write: bool) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": list(properties)}
 
 
+def _dispatch_schema(timestamp: dict[str, Any]) -> dict[str, Any]:
+    """The dispatch health of a channel (channels.services.dispatch_health)."""
+    when = {**timestamp, "nullable": True}
+    count = {"type": "integer", "minimum": 0, "readOnly": True}
+    properties = {
+        "state": {
+            "type": "string",
+            "enum": ["sending", "held", "paused", "disabled", "no_endpoint"],
+            "description": "Whether attempts go to the channel app now, and if not, why.",
+        },
+        "circuit": {"type": "string", "enum": list(ChannelDispatch.Circuit.values)},
+        "circuit_since": when,
+        "next_probe_at": when,
+        "consecutive_failures": count,
+        "asked_to_wait_until": {**when, "description": "A Retry-After the app sent."},
+        "paused_at": when,
+        "paused_by": {"type": "string", "readOnly": True},
+        "disabled_at": {**when, "description": "Disabled after a sustained outage."},
+        "in_flight": count,
+        "send_window": count,
+        "rate": {
+            "type": "number",
+            "nullable": True,
+            "readOnly": True,
+            "description": "Attempts per second allowed now (lower while draining); null: none.",
+        },
+        "last_success_at": when,
+        "last_failure_at": when,
+        "due": {**count, "description": "Records due now, sent as the limits allow."},
+        "held": {**count, "description": "Records due now, held (their retries untouched)."},
+        "oldest_due_age_seconds": {"type": "number", "nullable": True, "readOnly": True},
+        "drain_seconds_estimate": {
+            "type": "number",
+            "nullable": True,
+            "readOnly": True,
+            "description": "The due or held records over the rate allowed now.",
+        },
+    }
+    return {
+        "type": "object",
+        "readOnly": True,
+        "description": "What the retry engine knows of the channel app (delivery protection).",
+        "properties": properties,
+        "required": list(properties),
+    }
+
+
 # Text a serializer takes: no null character, and something left after trimming.
 _NAME_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
 
@@ -767,6 +814,17 @@ def _channel_schemas() -> dict[str, dict[str, Any]]:
                 "properties": {reason: _policy_schema(write=False) for reason in reasons},
                 "required": reasons,
             },
+            "max_concurrency": {
+                "type": "integer",
+                "nullable": True,
+                "description": "The most attempts in flight to the channel app; null: no cap.",
+            },
+            "rate_limit": {
+                "type": "number",
+                "nullable": True,
+                "description": "Attempts per second to the channel app; null: no limit.",
+            },
+            "dispatch": _dispatch_schema(timestamp),
             "role": {
                 "type": "string",
                 "enum": list(Role.values),
@@ -813,6 +871,12 @@ def _channel_schemas() -> dict[str, dict[str, Any]]:
                 "additionalProperties": False,
                 "properties": {reason: _policy_schema(write=True) for reason in reasons},
             },
+            "max_concurrency": _model_field_schema(
+                Channel, "max_concurrency", {"type": "integer", "nullable": True}
+            ),
+            "rate_limit": _model_field_schema(
+                Channel, "rate_limit", {"type": "number", "nullable": True}
+            ),
         },
     }
     new = {**copy.deepcopy(write), "required": ["name"]}
@@ -926,6 +990,24 @@ def _channel_paths() -> dict[str, Any]:
                     "403": admins,
                 },
             },
+        },
+        **{
+            f"{CHANNEL_PATH}{action}/": {
+                "post": {
+                    "summary": summary,
+                    "tags": grants_tag,
+                    "parameters": [channel],
+                    "responses": {
+                        "200": _json(_schema_ref("Channel"), "The channel afterwards"),
+                        "401": ok,
+                        "403": _error_response("Beyond the user's role: operators and admins."),
+                    },
+                }
+            }
+            for action, summary in (
+                ("pause", "Hold the channel's dispatch: nothing is sent, retries untouched"),
+                ("resume", "Lift a pause (or a disabling); the backlog drains from a slow start"),
+            )
         },
         GRANTS_PATH: {
             "get": {

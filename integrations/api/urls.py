@@ -7,6 +7,7 @@ from integrations.api.channels import (
     ChannelDetailView,
     ChannelGrantDetailView,
     ChannelGrantListView,
+    ChannelHoldView,
     ChannelListView,
 )
 from integrations.api.content_types import ContentTypeListView
@@ -22,6 +23,7 @@ from integrations.api.views import (
     OperationDetailView,
     OperationListView,
 )
+from integrations.channels.services import PAUSE, RESUME
 from integrations.lifecycle.transitions import OPERATOR_ACTIONS as ACTIONS
 
 RECORD_ACTIONS = ("retry", "park", "unpark")
@@ -31,6 +33,14 @@ urlpatterns = [
     path("audit/", AuditListView.as_view(), name="audit-list"),
     path("channels/", ChannelListView.as_view(), name="channel-list"),
     path("channels/<int:channel_id>/", ChannelDetailView.as_view(), name="channel-detail"),
+    *(
+        path(
+            f"channels/<int:channel_id>/{action}/",
+            ChannelHoldView.as_view(action_name=action),
+            name=f"channel-{action}",
+        )
+        for action in (PAUSE, RESUME)
+    ),
     path(
         "channels/<int:channel_id>/grants/",
         ChannelGrantListView.as_view(),

@@ -15,14 +15,31 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from integrations.choices import ReasonType
+from integrations.dispatch import protection
 from integrations.dispatch.signing import rotate
 from integrations.lifecycle.policies import DEFAULT_POLICIES, Policy, forget_policies
-from integrations.models import Channel, ChannelGrant, RetryPolicy
+from integrations.lifecycle.states import dispatch_held
+from integrations.models import (
+    Channel,
+    ChannelDispatch,
+    ChannelGrant,
+    FailedIntegration,
+    RetryPolicy,
+)
+from integrations.operations.audit import audit
 
 logger = logging.getLogger(__name__)
 
 # The settings of a channel that are its own columns, written as they are given.
-PLAIN_SETTINGS = ("name", "channel_type", "is_active", "retry_endpoint")
+PLAIN_SETTINGS = (
+    "name",
+    "channel_type",
+    "is_active",
+    "retry_endpoint",
+    "max_concurrency",
+    "rate_limit",
+)
+PAUSE, RESUME = "pause", "resume"
 
 
 def channel_policies(channel: Channel) -> dict[str, tuple[Policy, bool]]:
@@ -58,6 +75,74 @@ def channel_save(
     names = sorted(changes)
     logger.info("channel %s settings changed by %s: %s", channel.pk, user, ", ".join(names))
     return names
+
+
+def channel_hold(*, channel: Channel, action: str, user, source: str) -> None:
+    """Pauses (`PAUSE`) or resumes (`RESUME`) the channel's dispatch (dispatch/protection.py),
+    audited like every operator action."""
+    by = user.get_username() if user is not None else source
+    change = protection.pause if action == PAUSE else protection.resume
+    change(channel, by=by)
+    audit(user=user, channel_id=channel.pk, action=action, source=source, outcome="done")
+
+
+def dispatch_health(channel: Channel, *, now=None, backlog=None) -> dict[str, Any]:
+    """What the retry engine knows of the channel's app, and its backlog (the records due now,
+    sent or held: `backlog`, when the caller has it)."""
+    from django.utils import timezone
+
+    from common.fields import format_datetime_utc
+    from integrations.reads import selectors
+
+    now = now or timezone.now()
+    dispatch = ChannelDispatch.objects.filter(channel=channel).first() or ChannelDispatch(
+        channel=channel
+    )
+    backlog = backlog or selectors.due_backlog(channel=channel, now=now)
+    held = dispatch_held(channel, now)
+    rate = protection.effective_rate(channel, dispatch, now)
+    if dispatch.circuit == ChannelDispatch.Circuit.HALF_OPEN:
+        rate = None
+    in_flight = FailedIntegration.objects.filter(
+        channel=channel, is_active=True, lease_expires_at__gt=now
+    ).count()
+    if not channel.retry_endpoint:
+        summary = "no_endpoint"
+    elif dispatch.disabled_at:
+        summary = "disabled"
+    elif dispatch.paused_at:
+        summary = "paused"
+    elif held:
+        summary = "held"
+    else:
+        summary = "sending"
+    waiting_until = dispatch.retry_after_until
+    return {
+        "state": summary,
+        "circuit": dispatch.circuit,
+        "circuit_since": format_datetime_utc(dispatch.circuit_since),
+        "next_probe_at": format_datetime_utc(dispatch.next_probe_at),
+        "consecutive_failures": dispatch.consecutive_failures,
+        "asked_to_wait_until": format_datetime_utc(
+            waiting_until if waiting_until and waiting_until > now else None
+        ),
+        "paused_at": format_datetime_utc(dispatch.paused_at),
+        "paused_by": dispatch.paused_by,
+        "disabled_at": format_datetime_utc(dispatch.disabled_at),
+        "in_flight": in_flight,
+        "send_window": protection.window_of(dispatch),
+        "rate": None if rate is None else round(rate, 3),
+        "last_success_at": format_datetime_utc(dispatch.last_success_at),
+        "last_failure_at": format_datetime_utc(dispatch.last_failure_at),
+        "due": 0 if held else backlog.count,
+        "held": backlog.count if held else 0,
+        "oldest_due_age_seconds": (
+            round((now - backlog.oldest).total_seconds(), 3) if backlog.oldest else None
+        ),
+        "drain_seconds_estimate": (
+            round(backlog.count / rate, 1) if rate and backlog.count else None
+        ),
+    }
 
 
 def _policy_save(channel: Channel, reason: str, settings: Mapping[str, Any] | None) -> None:

@@ -84,16 +84,16 @@ class DueBacklog:
 
 
 def due_backlog(*, channel: Channel, now: dt.datetime, count: int | None = None) -> DueBacklog:
-    """The channel's records in the state `due` (none for a channel without a retry endpoint:
-    nothing is sent), and since when the longest-waiting one is due: the first entry of the
-    partial index of due records. `count`: the caller's count of them (from the counts by
-    state), else they are counted."""
-    timed = timed_states_q(now=now, **dispatch_of(channel, now))
-    if State.DUE not in timed:
+    """The channel's records that are due now, sent or held (its dispatch held: see
+    lifecycle/states.py), and since when the longest-waiting one is due: the first entry of the
+    partial index of due records. None for a channel without a retry endpoint (nothing is
+    sent). `count`: the caller's count of them (from the counts by state), else counted."""
+    if not channel.retry_endpoint:
         return DueBacklog(0, None)
-    due = FailedIntegration.objects.filter(channel=channel).filter(timed[State.DUE])
-    oldest = due.order_by("next_retry_at").values_list("next_retry_at", flat=True).first()
-    return DueBacklog(due.count() if count is None else count, oldest)
+    timed = timed_states_q(now=now, has_endpoint=True, held=False)
+    waiting = FailedIntegration.objects.filter(channel=channel).filter(timed[State.DUE])
+    oldest = waiting.order_by("next_retry_at").values_list("next_retry_at", flat=True).first()
+    return DueBacklog(waiting.count() if count is None else count, oldest)
 
 
 def failed_integration_get(

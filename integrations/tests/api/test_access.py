@@ -27,6 +27,8 @@ RULES = {
     "content-type-list": {"get": "authenticated", "post": "global admin"},
     "channel-list": {"get": "authenticated", "post": "global admin"},
     "channel-detail": {"get": READ, "patch": ADMIN},
+    "channel-pause": {"post": WRITE},
+    "channel-resume": {"post": WRITE},
     "channel-grant-list": {"get": ADMIN, "post": ADMIN},
     "channel-grant-detail": {"get": ADMIN, "patch": ADMIN, "delete": ADMIN},
     "failed-integration-list": {"get": READ, "post": WRITE},

@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 
 from accounts.services import token_create
 from integrations.lifecycle.policies import policies_for
-from integrations.models import Channel, ChannelGrant, RetryPolicy
+from integrations.models import AuditEntry, Channel, ChannelGrant, FailedIntegration, RetryPolicy
 
 pytestmark = pytest.mark.django_db
 
@@ -132,6 +132,11 @@ def test_a_null_secret_stops_signing(admin_client, channel):
         ({"retry_endpont": "https://example.com/retry"}, "retry_endpont"),
         ({"id": 99}, "id"),
         ({"retry_policies": []}, "retry_policies"),
+        ({"max_concurrency": 0}, "max_concurrency"),
+        ({"max_concurrency": "many"}, "max_concurrency"),
+        ({"rate_limit": -1}, "rate_limit"),
+        ({"rate_limit": 100000}, "rate_limit"),
+        ({"dispatch": {"state": "sending"}}, "dispatch"),
     ],
 )
 def test_a_bad_setting_answers_400_naming_it_and_changes_nothing(
@@ -375,3 +380,85 @@ def test_a_role_given_opens_the_channel_at_once(admin_client, channel, colleague
     response = anonymous_client.get(f"/api/v1/channel/{channel.pk}/failed_integrations/")
 
     assert response.status_code == 200
+
+
+def test_the_rate_limit_and_the_concurrency_cap_are_settings(admin_client, channel):
+    changed = admin_client.patch(
+        url(channel), {"max_concurrency": 8, "rate_limit": 2.5}, format="json"
+    ).json()
+    assert (changed["max_concurrency"], changed["rate_limit"]) == (8, 2.5)
+
+    cleared = admin_client.patch(
+        url(channel), {"max_concurrency": None, "rate_limit": None}, format="json"
+    ).json()
+    assert (cleared["max_concurrency"], cleared["rate_limit"]) == (None, None)
+
+
+def test_the_channel_shows_its_dispatch_health(admin_client, channel, make_failed):
+    from integrations.dispatch import protection
+
+    channel.retry_endpoint = "https://apps.example.com/retry"
+    channel.rate_limit = 2
+    channel.save()
+    waiting = [make_failed(object_id=n, max_retry_count=5) for n in range(4)]
+    FailedIntegration.objects.filter(pk__in=[r.pk for r in waiting]).update(
+        next_retry_at="2020-01-01T00:00:00Z"
+    )
+
+    sending = admin_client.get(url(channel)).json()["dispatch"]
+    paused = admin_client.post(url(channel, "pause/")).json()["dispatch"]
+    listed = admin_client.get("/api/v1/channels/").json()["results"][0]["dispatch"]
+    resumed = admin_client.post(url(channel, "resume/"), {}, format="json").json()["dispatch"]
+
+    assert sending["state"] == "sending" and sending["circuit"] == "closed"
+    assert (sending["due"], sending["held"], sending["in_flight"]) == (4, 0, 0)
+    assert sending["rate"] == 2 and sending["drain_seconds_estimate"] == 2.0
+    assert sending["oldest_due_age_seconds"] > 3600
+    assert paused["state"] == "paused" and paused["paused_by"] == "operator"
+    assert (paused["due"], paused["held"]) == (0, 4)
+    moving = "oldest_due_age_seconds"
+    assert {**listed, moving: 0} == {**paused, moving: 0}
+    assert resumed["state"] == "sending" and resumed["paused_at"] is None
+    # Resumed: the backlog drains from a slow start, below the rate limit.
+    start = min(2, protection.settings.DRAIN_START_RATE)
+    assert start <= resumed["rate"] < start * 1.1
+    entries = (
+        AuditEntry.objects.filter(channel=channel).order_by("pk").values_list("action", "source")
+    )
+    assert list(entries) == [("pause", "api"), ("resume", "api")]
+
+
+def test_a_viewer_may_not_pause_and_a_body_is_refused(client_of, user, channel):
+    viewer = client_of(user, channel, "viewer")
+    assert viewer.post(url(channel, "pause/")).status_code == 403
+    ChannelGrant.objects.filter(user=user).update(role="operator")
+    refused = viewer.post(url(channel, "pause/"), {"until": "tomorrow"}, format="json")
+    assert refused.status_code == 400 and "body" in refused.json()
+    assert Channel.objects.get(pk=channel.pk).dispatch_held_until is None
+
+
+def test_the_channel_command_pauses_resumes_and_limits(channel):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command(
+        "channel",
+        str(channel.pk),
+        "--pause",
+        "--rate-limit",
+        "3",
+        "--max-concurrency",
+        "2",
+        stdout=out,
+    )
+    channel.refresh_from_db()
+    assert (channel.rate_limit, channel.max_concurrency) == (3.0, 2)
+    assert channel.dispatch_held_until is not None
+    assert "dispatch no_endpoint" in out.getvalue()  # paused, but nothing to send anyway
+
+    call_command("channel", str(channel.pk), "--resume", "--rate-limit", "", stdout=out)
+    channel.refresh_from_db()
+    assert channel.dispatch_held_until is None and channel.rate_limit is None
+    assert AuditEntry.objects.filter(source="command").count() == 2
