@@ -364,6 +364,9 @@ DRAIN_END_RATE = env_int("DRAIN_END_RATE", 1000, minimum=1)
 RETENTION_DAYS = env_int("RETENTION_DAYS", 30, minimum=1)
 # Where "retries ran out" events are POSTed (JSON); empty: they are only logged.
 EXHAUSTION_WEBHOOK_URL = os.environ.get("EXHAUSTION_WEBHOOK_URL", "").strip()
+# The secret of the events' signatures (X-Timestamp and X-Signature, as the retry requests
+# are signed); empty: events are not signed.
+EVENTS_SIGNING_SECRET = os.environ.get("EVENTS_SIGNING_SECRET", "").strip()
 # After a channel's signing secret is replaced, the previous one goes on signing its requests
 # (beside the new one) for this many hours, so that its channel app can switch without
 # refusing attempts.

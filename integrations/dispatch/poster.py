@@ -5,8 +5,10 @@ The worker makes many small POSTs from several threads. On `http.client`, with k
 connections of each thread's own (per origin), an attempt costs less CPU than on a
 general-purpose client whose connection pool the threads share: bench/dispatch --ab measures it
 against httpx.Client and urllib3's PoolManager (results in bench/DISPATCH.md).
-What it does: http and https (certificates verified) to the addresses `endpoints` allows, a
-timeout on connecting and on every read and write, one retry of a request whose reused
+What it does: http and https (certificates verified) to the addresses `endpoints` allows, one
+wall-clock deadline for the whole request (connecting, sending, the answer's status, headers
+and body: a channel app that drips its answer a byte at a time is cut off at the timeout, not
+held for as long as it likes), one retry of a request whose reused
 connection the server had closed while idle (an attempt's or an event's Idempotency-Key makes a
 repeat harmless), no redirects, and answers read up to a limit (a longer answer's rest is
 dropped with its connection).
@@ -14,9 +16,14 @@ dropped with its connection).
 
 from __future__ import annotations
 
+import contextlib
+import heapq
 import http.client
+import itertools
+import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -48,6 +55,65 @@ class Answer:
 STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 
+class Deadlines:
+    """One thread that cuts the connections whose request ran past its deadline (shuts their
+    socket down, so that the blocked read or write returns at once)."""
+
+    def __init__(self):
+        self.condition = threading.Condition()
+        self.pending: list[tuple[float, int, http.client.HTTPConnection]] = []
+        self.cut: set[int] = set()
+        self.numbers = itertools.count()
+        threading.Thread(target=self._watch, daemon=True, name="poster-deadlines").start()
+
+    def watch(self, connection: http.client.HTTPConnection, deadline: float) -> int:
+        number = next(self.numbers)
+        with self.condition:
+            heapq.heappush(self.pending, (deadline, number, connection))
+            self.condition.notify()
+        return number
+
+    def release(self, number: int) -> bool:
+        """Stops watching; answers whether the deadline had cut the connection."""
+        with self.condition:
+            self.pending = [item for item in self.pending if item[1] != number]
+            heapq.heapify(self.pending)
+            if number in self.cut:
+                self.cut.discard(number)
+                return True
+            return False
+
+    def _watch(self) -> None:
+        with self.condition:
+            while True:
+                if not self.pending:
+                    self.condition.wait()
+                    continue
+                deadline, number, connection = self.pending[0]
+                left = deadline - time.monotonic()
+                if left > 0:
+                    self.condition.wait(left)
+                    continue
+                heapq.heappop(self.pending)
+                self.cut.add(number)
+                sock = connection.sock
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+
+
+_deadlines: Deadlines | None = None
+_deadlines_lock = threading.Lock()
+
+
+def deadlines() -> Deadlines:
+    global _deadlines
+    with _deadlines_lock:
+        if _deadlines is None:
+            _deadlines = Deadlines()
+        return _deadlines
+
+
 class Poster:
     def __init__(self, *, timeout: float):
         self.timeout = timeout
@@ -66,12 +132,16 @@ class Poster:
         key = (parts.scheme, parts.hostname, port)
         connections = self._connections()
         reused = key in connections
+        deadline = time.monotonic() + self.timeout
         while True:
             connection = connections.get(key) or self._open(key, connections)
+            watched = deadlines().watch(connection, deadline)
             try:
                 connection.request("POST", target, body=body, headers=headers)
                 response = connection.getresponse()
                 text = response.read(READ_LIMIT)
+                if deadlines().release(watched):
+                    raise PostTimeout(f"no whole answer within {self.timeout:g} s")
                 if response.will_close or not response.isclosed():
                     self._drop(key, connections)
                 return Answer(
@@ -79,17 +149,21 @@ class Poster:
                     text.decode("utf-8", "replace"),
                     response.getheader("Retry-After"),
                 )
+            except PostTimeout:
+                self._drop(key, connections)
+                raise
             except TimeoutError as exc:
+                deadlines().release(watched)
                 self._drop(key, connections)
                 raise PostTimeout(str(exc) or "timed out") from exc
-            except STALE as exc:
+            except (OSError, http.client.HTTPException) as exc:
+                cut = deadlines().release(watched)
                 self._drop(key, connections)
-                if reused:
+                if cut:
+                    raise PostTimeout(f"no whole answer within {self.timeout:g} s") from exc
+                if isinstance(exc, STALE) and reused and time.monotonic() < deadline:
                     reused = False
                     continue
-                raise PostFailed(f"{type(exc).__name__}: {exc}") from exc
-            except (OSError, http.client.HTTPException) as exc:
-                self._drop(key, connections)
                 raise PostFailed(f"{type(exc).__name__}: {exc}") from exc
 
     def close(self) -> None:

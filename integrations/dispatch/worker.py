@@ -97,6 +97,7 @@ class Worker:
         self.pool = ThreadPoolExecutor(max_workers=config.concurrency)
         self.last_housekeeping = 0.0
         self.last_beat = -math.inf
+        self.limited = False
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -114,7 +115,8 @@ class Worker:
             made += self.dispatch(claimed)
             # Queued bulk actions get a turn of a couple of seconds between batches of retries.
             acted = bulk_actions.work_queued(worker=self.config.name)
-            if once and not claimed and not acted:
+            # `once`: until nothing is due (held records are not: their channel waits).
+            if once and not claimed and not acted and not self.limited:
                 break
             if not claimed and not acted:
                 self.stopping.wait(self.config.poll)
@@ -157,6 +159,7 @@ class Worker:
         protection allows now (dispatch/protection.py)."""
         now = timezone.now()
         lease_until = now + dt.timedelta(seconds=self.config.lease)
+        self.limited = False  # due records waited for a limit (rate, window, in flight)
         channels = list(Channel.objects.filter(is_active=True).exclude(retry_endpoint=""))
         random.shuffle(channels)
         in_flight = dict(
@@ -207,6 +210,8 @@ class Worker:
                 channel, dispatch, in_flight=in_flight, want=want, now=now
             )
             ids: list[int] = []
+            if allowed <= 0 and protection.hold_of(dispatch, now) is None:
+                self.limited = True
             if allowed > 0:
                 if connection.features.has_select_for_update_skip_locked:
                     due = due.select_for_update(skip_locked=True)
@@ -590,16 +595,10 @@ def deliver_events(
             break
         error = ""
         if url:
-            result = post_outcome(
-                poster,
-                url,
-                orjson.dumps(event.payload),
-                {
-                    "Content-Type": "application/json",
-                    "User-Agent": USER_AGENT,
-                    IDEMPOTENCY_HEADER: event.key,
-                },
-            )
+            body = orjson.dumps(event.payload)
+            secret = settings.EVENTS_SIGNING_SECRET
+            headers = signed_headers(body, (secret,) if secret else (), idempotency_key=event.key)
+            result = post_outcome(poster, url, body, headers)
             error = "" if result.outcome == AttemptOutcome.SUCCESS else result.error
         if error:
             wait = min(2 ** (event.delivery_attempts + 1), 3600)

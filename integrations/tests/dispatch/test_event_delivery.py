@@ -143,6 +143,40 @@ def test_an_event_goes_with_its_key_as_idempotency_key(channel, product_type, ho
     assert hook.received[0].headers["Content-Type"] == "application/json"
 
 
+@pytest.mark.django_db
+def test_events_are_signed_with_a_secret_of_their_own(
+    channel, product_type, hook, poster, settings
+):
+    from integrations.dispatch.signing import valid_signature
+
+    settings.EVENTS_SIGNING_SECRET = "events-secret-0123456789"
+    channel.signing_secret = "the-channel-s-own-secret-42"
+    channel.save()
+    due_events(channel, product_type, 1)
+
+    worker.deliver_events(poster, lease=LEASE)
+
+    sent = hook.received[0]
+    timestamp, signature = sent.headers["X-Timestamp"], sent.headers["X-Signature"]
+    assert valid_signature(signature, "events-secret-0123456789", timestamp, sent.body)
+    assert not valid_signature(signature, "the-channel-s-own-secret-42", timestamp, sent.body)
+    assert not valid_signature(signature, "events-secret-0123456789", timestamp, sent.body + b" ")
+
+
+@pytest.mark.django_db
+def test_a_channel_s_circuit_events_are_delivered_like_exhaustions(
+    channel, product_type, hook, poster
+):
+    from integrations.dispatch import protection
+
+    protection._event(channel, protection.OPENED, timezone.now(), reason="a test")
+
+    assert worker.deliver_events(poster, lease=LEASE) == 1
+    body = hook.received[0].json
+    assert body["event"] == "channel.circuit_opened" and body["channel"] == channel.pk
+    assert hook.received[0].headers["Idempotency-Key"] == EngineEvent.objects.get().key
+
+
 @pytest.mark.postgres_only
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_delivering_at_once_send_each_event_exactly_once(

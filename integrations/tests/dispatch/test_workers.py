@@ -119,3 +119,31 @@ def test_a_killed_workers_records_come_back_after_the_lease(channel, product_typ
     successes = RetryAttempt.objects.filter(outcome="success")
     assert successes.count() == 200
     assert successes.values("failed_integration").distinct().count() == 200
+
+
+def test_four_workers_keep_a_channel_s_rate_limit_between_them(channel, product_type):
+    """The token bucket is the channel's row, which every worker's claim locks: the receiver
+    sees the rate limit, not four times it."""
+    receiver = Receiver().start()
+    channel.retry_endpoint = receiver.url
+    channel.rate_limit = 20
+    channel.save()
+    due_records(channel, product_type, 60)
+    workers = [worker_process("--concurrency", "8", "--batch", "25") for _ in range(4)]
+    try:
+        assert wait_until(lambda: len(receiver.received) >= 60, timeout=60)
+        time.sleep(0.5)  # anything beyond the 60 would show now
+    finally:
+        for process in workers:
+            process.send_signal(signal.SIGTERM)
+        outputs = [process.communicate(timeout=60)[0] for process in workers]
+        receiver.stop()
+
+    assert all(process.returncode == 0 for process in workers), outputs
+    times = sorted(item.at for item in receiver.received)
+    assert len(times) == 60
+    # One token to start, then 20 a second: the 59 others take about 3 s.
+    assert times[-1] - times[0] >= 2.5
+    busiest = max(sum(start <= t < start + 1.0 for t in times) for start in times)
+    assert busiest <= 22, busiest
+    assert len(set(RetryAttempt.objects.values_list("worker", flat=True))) >= 2
