@@ -349,6 +349,9 @@ def act(request, channel_id: int):
             body = {"dry_run": True, "all": scope == "all"}
             if action == "retry" and request.POST.get("reset_count") == "true":
                 body["reset_count"] = True
+            canary = request.POST.get("canary", "").strip()
+            if action == "retry" and canary:
+                body["canary"] = int(canary) if canary.isdigit() else canary
             asked = bulk.read_request(action, params, body)
             _, preview = bulk.ask(
                 channel=channel, user=request.user, request=asked, source=AuditEntry.Source.CONSOLE

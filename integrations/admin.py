@@ -9,6 +9,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import models
 
 from common.fields import format_datetime_utc
+from integrations.channels import services as channel_services
 from integrations.dispatch.signing import rotate, secret_status
 from integrations.models import (
     MIN_SECRET_LENGTH,
@@ -83,7 +84,7 @@ class ChannelForm(forms.ModelForm):
 
     class Meta:
         model = Channel
-        fields = ("name", "channel_type", "is_active", "retry_endpoint")
+        fields = channel_services.PLAIN_SETTINGS
         field_classes = {"retry_endpoint": EndpointField}
 
 
@@ -94,8 +95,9 @@ class ChannelAdmin(admin.ModelAdmin):
     list_display = ("id", "name", "channel_type", "is_active", "retry_endpoint")
     list_filter = ("channel_type", "is_active")
     search_fields = ("name",)
-    readonly_fields = ("signing_secret_status",)
-    SETTINGS = ("name", "channel_type", "is_active", "retry_endpoint", "signing_secret_status")
+    readonly_fields = ("signing_secret_status", "dispatch_status")
+    SETTINGS = (*channel_services.PLAIN_SETTINGS, "signing_secret_status", "dispatch_status")
+    actions = ("pause_dispatch", "resume_dispatch")
 
     def get_fields(self, request, obj=None):
         if obj is not None and not self.has_change_permission(request, obj):
@@ -105,6 +107,31 @@ class ChannelAdmin(admin.ModelAdmin):
     @admin.display(description="Signing secret")
     def signing_secret_status(self, obj):
         return secret_status(obj) if obj is not None and obj.pk else "not set"
+
+    @admin.display(description="Dispatch")
+    def dispatch_status(self, obj):
+        if obj is None or not obj.pk:
+            return "-"
+        health = channel_services.dispatch_health(obj)
+        return (
+            f"{health['state']}; circuit {health['circuit']}; {health['due']} due, "
+            f"{health['held']} held, {health['in_flight']} in flight"
+        )
+
+    def _hold(self, request, queryset, action: str) -> None:
+        for channel in queryset:
+            channel_services.channel_hold(
+                channel=channel, action=action, user=request.user, source=AuditEntry.Source.ADMIN
+            )
+        self.message_user(request, f"{action.title()}d the dispatch of {queryset.count()}.")
+
+    @admin.action(description="Pause the dispatch of the selected channels")
+    def pause_dispatch(self, request, queryset):
+        self._hold(request, queryset, channel_services.PAUSE)
+
+    @admin.action(description="Resume the dispatch of the selected channels")
+    def resume_dispatch(self, request, queryset):
+        self._hold(request, queryset, channel_services.RESUME)
 
     def save_model(self, request, obj, form, change):
         if form.cleaned_data.get("remove_signing_secret"):

@@ -407,6 +407,8 @@ class BulkAction(models.Model):
 
     class Status(models.TextChoices):
         PREVIEWED = "previewed"
+        # A canary retry: its first records were retried; the rest wait for their outcome.
+        CANARY = "canary"
         QUEUED = "queued"
         RUNNING = "running"
         DONE = "done"
@@ -420,6 +422,11 @@ class BulkAction(models.Model):
     # The filters, as the query string that gave them (canonical order).
     filters = models.TextField(blank=True, default="")
     reset_count = models.BooleanField(default=False)
+    # A canary retry: this many of the records are retried first; the rest only once they all
+    # succeeded (operations.bulk). 0: no canary.
+    canary = models.PositiveIntegerField(default=0)
+    canary_pks = models.BinaryField(default=b"")  # the canaries retried (packed)
+    canary_started_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices)
     # A preview's confirmation token, as its SHA-256 (the token itself is shown once).
     token_hash = models.CharField(max_length=64, blank=True, default="", db_index=True)
@@ -444,7 +451,7 @@ class BulkAction(models.Model):
             models.Index(
                 fields=["created_at"],
                 name="bulk_action_waiting",
-                condition=Q(status__in=["queued", "running"]),
+                condition=Q(status__in=["queued", "running", "canary"]),
             )
         ]
 

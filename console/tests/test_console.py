@@ -524,3 +524,23 @@ def test_the_rate_limit_and_the_concurrency_cap_are_set_in_the_settings(
     client.post(url, {**form, "max_concurrency": "", "rate_limit": ""})
     channel.refresh_from_db()
     assert (channel.max_concurrency, channel.rate_limit) == (None, None)
+
+
+def test_a_canary_retry_is_previewed_and_started_from_the_console(
+    django_user_model, channel, make_failed
+):
+    records = [make_failed(object_id=n, retry_count=3, max_retry_count=3) for n in range(5)]
+    client = logged_in(django_user_model, channel, "operator")
+    act = reverse("console:act", args=[channel.pk]) + "?reason_type=remote"
+
+    preview = client.post(act, {"action": "retry", "scope": "all", "canary": "2"})
+    html = preview.content.decode()
+    token = re.search(r'name="confirm" value="([^"]+)"', html).group(1)
+    done = client.post(act, {"action": "retry", "confirm": token})
+
+    assert "2 of them are retried first" in html
+    assert 'data-status="canary"' in done.content.decode()
+    due = FailedIntegration.objects.filter(next_retry_at__isnull=False)
+    assert set(due.values_list("pk", flat=True)) == {r.pk for r in records[:2]}
+    refused = client.post(act, {"action": "retry", "scope": "all", "canary": "lots"})
+    assert refused.status_code == 400 and "canary" in refused.content.decode()

@@ -33,6 +33,7 @@ from integrations.api.urls import RECORD_ACTIONS
 from integrations.choices import AttemptOutcome, Backoff, ChannelType, ReasonType, Role, State
 from integrations.lifecycle.transitions import OPERATOR_ACTIONS as ACTIONS
 from integrations.models import MIN_SECRET_LENGTH, Channel, ChannelDispatch, RetryPolicy
+from integrations.operations.bulk import CANARY_MAX
 from integrations.reads.filtersets import (
     MAX_LIST_ITEMS,
     SORT_FIELDS,
@@ -415,9 +416,25 @@ OPERATION_SCHEMA = {
     "properties": {
         "id": {"type": "integer"},
         "action": {"type": "string", "enum": list(ACTIONS)},
-        "status": {"type": "string", "enum": ["queued", "running", "done", "failed"]},
+        "status": {"type": "string", "enum": ["canary", "queued", "running", "done", "failed"]},
         "filters": {"type": "string", "description": "The filters, as a query string."},
         "reset_count": {"type": "boolean"},
+        "canary": {
+            "type": "object",
+            "nullable": True,
+            "description": (
+                "A canary retry: `size` records retried first, and how many of them succeeded, "
+                "failed or are waiting; the rest go once all succeeded (status `canary` until "
+                "then; `failed` if one failed, the rest left as they were)."
+            ),
+            "properties": {
+                "size": {"type": "integer"},
+                "started_at": {"type": "string", "format": "date-time", "nullable": True},
+                "succeeded": {"type": "integer"},
+                "failed": {"type": "integer"},
+                "waiting": {"type": "integer"},
+            },
+        },
         "total": {"type": "integer", "description": "Records matched when it was asked for."},
         "processed": {"type": "integer"},
         "affected": {"type": "integer"},
@@ -456,6 +473,16 @@ def _action_options(action: str, *, bulk: bool) -> dict[str, dict[str, Any]]:
             "type": "boolean",
             "default": False,
             "description": "Set retry_count to 0.",
+        }
+    if action == "retry" and bulk:
+        options["canary"] = {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": CANARY_MAX,
+            "description": (
+                "Retry this many of the records first, and the rest only once they all "
+                "succeeded (at the channel's rate); if one fails, the rest stay as they were."
+            ),
         }
     return options
 

@@ -2,9 +2,9 @@
 asked.
 
 * A request names its records with the list's filters, in the query string only; anything
-  else there or in the body that is not an option (`dry_run`, `all`, `confirm`, `reset_count`)
-  answers 400 naming it (a misspelt filter must not widen the action to every record), and so
-  does an action with no filter at all unless `all=true`.
+  else there or in the body that is not an option (`dry_run`, `all`, `confirm`, `reset_count`,
+  `canary`) answers 400 naming it (a misspelt filter must not widen the action to every
+  record), and so does an action with no filter at all unless `all=true`.
 * The records an action acts on are the ones its filters matched **when it was asked for**:
   their pks are kept (`BulkAction.pks`), and each batch acts on those of them that still match,
   so that records arriving or changing meanwhile are left alone and counted
@@ -15,6 +15,10 @@ asked.
   workers (`work_queued`), which act in transactions of BULK_ACTION_BATCH records (no row stays
   locked for long), record their progress with each batch, and resume one another's work when
   a lease lapses.
+* A retry may ask for a **canary** (`canary=N`): N of the records are retried first; the rest
+  are released (and then sent at the channel's rate, as due records are) only once all N
+  succeeded. If one fails, the action ends (`failed`, saying which and why) and the rest are
+  left as they were.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import array
 import datetime as dt
 import hashlib
+import logging
 import secrets
 import time
 import zlib
@@ -40,14 +45,18 @@ from rest_framework.exceptions import ValidationError
 
 from common.fields import format_datetime_utc
 from common.pagination import LIMIT_PARAM, PAGE_PARAM
+from integrations.choices import AttemptOutcome
 from integrations.lifecycle import transitions
-from integrations.models import BulkAction, Channel, FailedIntegration
+from integrations.models import BulkAction, Channel, FailedIntegration, RetryAttempt
 from integrations.operations.audit import audit, audit_finished
 from integrations.reads.cursor import CURSOR_PARAM
 from integrations.reads.filtersets import BooleanField
 from integrations.reads.query import FILTERS, SORT_PARAM, ListQuery
 
-OPTIONS = ("dry_run", "all", "confirm", "reset_count")
+logger = logging.getLogger(__name__)
+
+OPTIONS = ("dry_run", "all", "confirm", "reset_count", "canary")
+CANARY_MAX = 1000
 LIST_ONLY = (PAGE_PARAM, LIMIT_PARAM, SORT_PARAM, CURSOR_PARAM)
 # Filters that narrow nothing on their own (the URL's channel is always applied).
 NOT_NARROWING = frozenset({"channel"})
@@ -58,7 +67,8 @@ LIST_PARAMETER = (
     "A list's parameter: an action applies to every record the filters match; leave it out."
 )
 FILTER_IN_BODY = "A filter: give it in the query string (?{name}=...), as for the list."
-UNKNOWN_KEY = "Unknown field; the body takes dry_run, all, confirm and reset_count."
+UNKNOWN_KEY = "Unknown field; the body takes dry_run, all, confirm, reset_count and canary."
+NOT_A_CANARY = f"Must be a whole number of records from 1 to {CANARY_MAX}."
 NO_FILTER = (
     "No filter given: an action on every record of the channel needs all=true (preview it "
     "first with dry_run=true)."
@@ -78,6 +88,7 @@ class ActionRequest:
     reset_count: bool = False
     everything: bool = False
     confirm: str | None = None
+    canary: int = 0  # retry this many first; the rest once they all succeeded
 
     @property
     def narrowed(self) -> bool:
@@ -110,6 +121,8 @@ def read_request(action: str, params: QueryDict, body: Any) -> ActionRequest:
         options[name] = value
     if options["reset_count"] and action != "retry":
         errors["reset_count"] = [RETRY_ONLY]
+    if options["canary"] and action != "retry":
+        errors["canary"] = [RETRY_ONLY]
     if errors:
         raise ValidationError(errors)
     query = ListQuery.from_params(params)  # a bad filter value: a 400 naming it
@@ -121,6 +134,7 @@ def read_request(action: str, params: QueryDict, body: Any) -> ActionRequest:
         reset_count=bool(options["reset_count"]),
         everything=bool(options["all"]),
         confirm=options["confirm"] or None,
+        canary=options["canary"] or 0,
     )
     if not (request.narrowed or request.everything or request.confirm):
         raise ValidationError({"all": [NO_FILTER]})
@@ -133,6 +147,8 @@ def _option(name: str, params: QueryDict, body: Mapping) -> tuple[Any, str | Non
     """An option's value from the query string and the body (which must agree), and what is
     wrong with it."""
     values = []
+    if name == "canary":
+        return _canary(params, body)
     if name in params:
         raw = params.get(name)
         if name == "confirm":
@@ -151,6 +167,25 @@ def _option(name: str, params: QueryDict, body: Mapping) -> tuple[Any, str | Non
         values.append(value)
     if len(values) == 2 and values[0] != values[1]:
         return None, GIVEN_TWICE
+    return (values[0] if values else None), None
+
+
+def _canary(params: QueryDict, body: Mapping) -> tuple[int | None, str | None]:
+    values = []
+    if "canary" in params:
+        raw = params.get("canary").strip()
+        if not raw.isdigit():
+            return None, NOT_A_CANARY
+        values.append(int(raw))
+    if "canary" in body:
+        value = body["canary"]
+        if not isinstance(value, int) or isinstance(value, bool):
+            return None, NOT_A_CANARY
+        values.append(value)
+    if len(values) == 2 and values[0] != values[1]:
+        return None, GIVEN_TWICE
+    if values and not 1 <= values[0] <= CANARY_MAX:
+        return None, NOT_A_CANARY
     return (values[0] if values else None), None
 
 
@@ -222,6 +257,7 @@ def ask(
         action=request.action,
         filters=request.filters,
         reset_count=request.reset_count,
+        canary=request.canary,
         pks=packed,
         total=total,
         created_at=now,
@@ -258,6 +294,7 @@ def _preview(bulk: BulkAction, *, request: ActionRequest, user, source: str) -> 
         "affected": affected,
         "dry_run": True,
         "sample": list(pks[:SAMPLE_SIZE]),
+        "canary": bulk.canary,
         "confirm": token,
         "confirm_expires_at": format_datetime_utc(bulk.expires_at),
     }
@@ -309,6 +346,8 @@ def _confirm_problem(bulk: BulkAction | None, request: ActionRequest) -> str | N
         return f"Made for other filters ({bulk.filters or 'none'}); leave them out or preview."
     if request.reset_count and not bulk.reset_count:
         return "Made without reset_count; preview again with it."
+    if request.canary and request.canary != bulk.canary:
+        return f"Made with canary={bulk.canary or 'none'}; preview again with it."
     return None
 
 
@@ -382,6 +421,10 @@ def work(bulk: BulkAction, *, owner: str, until: float | None = None) -> bool:
     pks = unpack(bulk.pks)
     query = ListQuery.from_params(QueryDict(bulk.filters))
     size = settings.BULK_ACTION_BATCH
+    if bulk.canary and bulk.canary_started_at is None:
+        _retry_canaries(bulk, pks, query, owner=owner)
+        return False
+    canaries = set(unpack(bulk.canary_pks)) if bulk.canary_pks else set()
     try:
         while bulk.processed < bulk.total:
             if until is not None and time.monotonic() >= until:
@@ -394,6 +437,8 @@ def work(bulk: BulkAction, *, owner: str, until: float | None = None) -> bool:
             with transaction.atomic():
                 still = matching(bulk.channel_id, query).filter(pk__any_of=chunk)
                 matched = still.count()
+                if canaries:  # retried already, as the canaries
+                    still = still.exclude(pk__in=[pk for pk in chunk if pk in canaries])
                 affected = transitions.act(
                     bulk.action,
                     transitions.eligible_for(bulk.action, still),
@@ -421,6 +466,86 @@ def work(bulk: BulkAction, *, owner: str, until: float | None = None) -> bool:
     return True
 
 
+def _retry_canaries(bulk: BulkAction, pks: array.array, query: ListQuery, *, owner: str) -> None:
+    """Retries the first `canary` of the kept records that still match and may be retried;
+    the rest wait (status `canary`) until `check_canaries` releases them."""
+    now = timezone.now()
+    chosen: list[int] = []
+    size = settings.BULK_ACTION_BATCH
+    with transaction.atomic():
+        for start in range(0, len(pks), size):
+            chunk = list(pks[start : start + size])
+            still = matching(bulk.channel_id, query).filter(pk__any_of=chunk)
+            eligible = transitions.eligible_for(bulk.action, still).order_by("pk")
+            chosen += list(eligible.values_list("pk", flat=True)[: bulk.canary - len(chosen)])
+            if len(chosen) >= bulk.canary:
+                break
+        affected = transitions.act(
+            bulk.action,
+            FailedIntegration.objects.filter(pk__in=chosen),
+            now=now,
+            reset_count=bulk.reset_count,
+        )
+        BulkAction.objects.filter(pk=bulk.pk, lease_owner=owner).update(
+            status=BulkAction.Status.CANARY,
+            canary_pks=pack(chosen)[0],
+            canary_started_at=now,
+            affected=F("affected") + affected,
+            lease_owner="",
+            lease_expires_at=None,
+        )
+    logger.info("bulk action %s: %s canaries retried, the rest wait", bulk.pk, len(chosen))
+
+
+def canary_outcome(bulk: BulkAction) -> dict[str, list[int]]:
+    """The canaries' pks by outcome since they were retried: succeeded, failed, waiting."""
+    pks = list(unpack(bulk.canary_pks)) if bulk.canary_pks else []
+    finished = (
+        RetryAttempt.objects.filter(
+            failed_integration_id__in=pks,
+            started_at__gte=bulk.canary_started_at,
+            finished_at__isnull=False,
+        )
+        .exclude(outcome__in=[AttemptOutcome.THROTTLED, AttemptOutcome.LEASE_LOST])
+        .values_list("failed_integration_id", "outcome")
+    )
+    succeeded, failed = set(), set()
+    for pk, outcome in finished:
+        (succeeded if outcome == AttemptOutcome.SUCCESS else failed).add(pk)
+    failed -= succeeded  # a record that failed and then succeeded passed
+    return {
+        "succeeded": sorted(succeeded),
+        "failed": sorted(failed),
+        "waiting": sorted(set(pks) - succeeded - failed),
+    }
+
+
+def check_canaries(bulk: BulkAction) -> str:
+    """Releases the rest of a canary retry when every canary succeeded (at the channel's rate:
+    they are due like any record), or ends it when one failed, the rest left as they were."""
+    outcome = canary_outcome(bulk)
+    if outcome["failed"]:
+        first = FailedIntegration.objects.filter(pk=outcome["failed"][0]).first()
+        why = first.last_error if first is not None else ""
+        error = (
+            f"{len(outcome['failed'])} of {bulk.canary} canaries failed (record "
+            f"{outcome['failed'][0]}: {why[:200]}); the other records were left as they were."
+        )
+        ended = BulkAction.objects.filter(pk=bulk.pk, status=BulkAction.Status.CANARY).update(
+            status=BulkAction.Status.FAILED, finished_at=timezone.now(), error=error
+        )
+        if ended:
+            bulk.refresh_from_db()
+            audit_finished(bulk)
+        return BulkAction.Status.FAILED
+    if not outcome["waiting"]:
+        BulkAction.objects.filter(pk=bulk.pk, status=BulkAction.Status.CANARY).update(
+            status=BulkAction.Status.QUEUED
+        )
+        return BulkAction.Status.QUEUED
+    return BulkAction.Status.CANARY
+
+
 def _end(bulk: BulkAction, owner: str, status: str, *, error: str = "") -> None:
     ended = BulkAction.objects.filter(pk=bulk.pk, lease_owner=owner).update(
         status=status,
@@ -436,7 +561,10 @@ def _end(bulk: BulkAction, owner: str, status: str, *, error: str = "") -> None:
 
 def work_queued(*, worker: str, seconds: float = 2.0) -> int:
     """A worker's turn: takes the oldest queued bulk action (or one whose lease lapsed) and
-    works on it for about `seconds`; answers how many batches' worth of records it processed."""
+    works on it for about `seconds`; answers how many batches' worth of records it processed.
+    Canary retries whose canaries have all answered are released or ended first."""
+    for waiting in BulkAction.objects.filter(status=BulkAction.Status.CANARY):
+        check_canaries(waiting)
     now = timezone.now()
     with transaction.atomic():
         waiting = BulkAction.objects.filter(
@@ -475,6 +603,7 @@ def operation_data(bulk: BulkAction) -> dict:
         "status": bulk.status,
         "filters": bulk.filters,
         "reset_count": bulk.reset_count,
+        "canary": _canary_data(bulk),
         "total": bulk.total,
         "processed": bulk.processed,
         "affected": bulk.affected,
@@ -486,6 +615,15 @@ def operation_data(bulk: BulkAction) -> dict:
         "user": bulk.user.get_username() if bulk.user_id else None,
         "url": f"/api/v1/channel/{bulk.channel_id}/operations/{bulk.pk}/",
     }
+
+
+def _canary_data(bulk: BulkAction) -> dict | None:
+    if not bulk.canary:
+        return None
+    counts = {"size": bulk.canary, "started_at": format_datetime_utc(bulk.canary_started_at)}
+    if bulk.canary_started_at is not None:
+        counts |= {name: len(pks) for name, pks in canary_outcome(bulk).items()}
+    return counts
 
 
 def previewed(token: str) -> BulkAction | None:

@@ -133,3 +133,28 @@ def test_admin_actions_are_the_operator_actions(admin_client, make_failed, actio
     assert check(chosen)
     untouched.refresh_from_db()
     assert untouched.modified_date == before.modified_date
+
+
+def test_the_admin_pauses_and_resumes_channels_and_shows_their_dispatch(admin_client, channel):
+    from integrations.models import AuditEntry
+
+    channel.retry_endpoint = "https://apps.example.com/retry"
+    channel.save()
+    changelist = "/admin/integrations/channel/"
+
+    for action in ("pause_dispatch", "resume_dispatch"):
+        answer = admin_client.post(
+            changelist, {"action": action, "_selected_action": [channel.pk]}, follow=True
+        )
+        assert answer.status_code == 200
+        channel.refresh_from_db()
+        if action == "pause_dispatch":
+            assert channel.dispatch_held_until is not None
+            page = admin_client.get(f"{changelist}{channel.pk}/change/").content.decode()
+            assert "paused; circuit closed" in page
+            assert 'name="rate_limit"' in page and 'name="max_concurrency"' in page
+    assert channel.dispatch_held_until is None
+    assert list(AuditEntry.objects.order_by("pk").values_list("action", "source")) == [
+        ("pause", "admin"),
+        ("resume", "admin"),
+    ]
