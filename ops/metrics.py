@@ -89,7 +89,7 @@ class DatabaseCollector:
         from django.http import QueryDict
         from django.utils import timezone
 
-        from integrations.models import Channel, WorkerHeartbeat
+        from integrations.models import Channel, ChannelDispatch, WorkerHeartbeat
         from integrations.reads import selectors
 
         failures = GaugeMetricFamily(
@@ -107,7 +107,19 @@ class DatabaseCollector:
             "How long the oldest due record has been due (0: none due), by channel.",
             labels=["channel"],
         )
+        circuit = GaugeMetricFamily(
+            "fi_channel_circuit_open_seconds",
+            "How long each channel app's circuit breaker has been open or half-open (0: closed).",
+            labels=["channel"],
+        )
+        held = GaugeMetricFamily(
+            "fi_channel_dispatch_held",
+            "1 while nothing is sent to the channel app (circuit open, paused, disabled, or "
+            "asked to wait), by channel and why.",
+            labels=["channel", "reason"],
+        )
         now = timezone.now()
+        dispatches = {d.channel_id: d for d in ChannelDispatch.objects.all()}
         params = QueryDict("group_by=state,reason_type&is_active=true")
         for channel in Channel.objects.order_by("pk"):
             label = str(channel.pk)
@@ -119,6 +131,14 @@ class DatabaseCollector:
             due.add_metric([label], backlog.count)
             age = (now - backlog.oldest).total_seconds() if backlog.oldest else 0.0
             oldest.add_metric([label], max(age, 0.0))
+            dispatch = dispatches.get(channel.pk)
+            opened = 0.0
+            if dispatch is not None and dispatch.circuit != ChannelDispatch.Circuit.CLOSED:
+                since = dispatch.outage_since or dispatch.circuit_since or now
+                opened = max((now - since).total_seconds(), 0.0)
+            circuit.add_metric([label], opened)
+            for reason, on in _hold_reasons(channel, dispatch, now).items():
+                held.add_metric([label, reason], float(on))
         beats = GaugeMetricFamily(
             "fi_worker_heartbeat_age_seconds",
             "Seconds since each retry worker last went round its loop; a worker that stopped "
@@ -140,6 +160,20 @@ class DatabaseCollector:
         yield oldest
         yield beats
         yield alive
+        yield circuit
+        yield held
+
+
+def _hold_reasons(channel, dispatch, now) -> dict[str, bool]:
+    """Why nothing is sent to the channel's app now, each reason on or off."""
+    if dispatch is None:
+        return dict.fromkeys(("circuit", "paused", "disabled", "asked_to_wait"), False)
+    return {
+        "circuit": dispatch.circuit != "closed",
+        "paused": dispatch.paused_at is not None,
+        "disabled": dispatch.disabled_at is not None,
+        "asked_to_wait": bool(dispatch.retry_after_until and dispatch.retry_after_until > now),
+    }
 
 
 def exposition() -> bytes:

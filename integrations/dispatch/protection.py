@@ -110,11 +110,15 @@ def locked(channel_id: int) -> ChannelDispatch:
     return ChannelDispatch.objects.select_for_update().get(channel_id=channel_id)
 
 
-def _save(dispatch: ChannelDispatch, now: dt.datetime) -> None:
+def _save(dispatch: ChannelDispatch, now: dt.datetime, channel: Channel | None = None) -> None:
+    """Saves `dispatch`, and the channel's hold when it changed (`channel`: as last read)."""
     dispatch.save()
-    Channel.objects.filter(pk=dispatch.channel_id).update(
-        dispatch_held_until=hold_of(dispatch, now)
-    )
+    hold = hold_of(dispatch, now)
+    if channel is not None and channel.dispatch_held_until == hold:
+        return
+    Channel.objects.filter(pk=dispatch.channel_id).update(dispatch_held_until=hold)
+    if channel is not None:
+        channel.dispatch_held_until = hold
 
 
 # --- what may be sent -----------------------------------------------------------------------
@@ -155,7 +159,7 @@ def allowance(
             0,
         )
         logger.info("channel %s: circuit half-open, probing", channel.pk)
-        _save(dispatch, now)
+        _save(dispatch, now, channel)
     if dispatch.circuit == Circuit.HALF_OPEN:
         return 1 if in_flight == 0 and want > 0 else 0
     if dispatch.retry_after_until and dispatch.retry_after_until > now:
@@ -187,11 +191,11 @@ def _refill(dispatch: ChannelDispatch, rate: float, now: dt.datetime) -> None:
     dispatch.tokens_at = now
 
 
-def taken(dispatch: ChannelDispatch, count: int, now: dt.datetime) -> None:
+def taken(channel: Channel, dispatch: ChannelDispatch, count: int, now: dt.datetime) -> None:
     """Records that a claim took `count` records (their tokens), with `dispatch` locked."""
     if dispatch.tokens_at is not None:
         dispatch.tokens -= count
-    _save(dispatch, now)
+    _save(dispatch, now, channel)
 
 
 # --- what the answers say -------------------------------------------------------------------
@@ -240,7 +244,7 @@ def record_verdicts(channel_id: int, verdicts: list[Verdict], *, now: dt.datetim
                 dispatch.probe_successes += 1
                 if dispatch.probe_successes >= settings.BREAKER_CLOSE_AFTER:
                     _close(channel, dispatch, now)
-        _save(dispatch, now)
+        _save(dispatch, now, channel)
 
 
 def _trips(dispatch: ChannelDispatch) -> bool:
@@ -302,7 +306,7 @@ def _disable(channel: Channel, dispatch: ChannelDispatch, now: dt.datetime) -> N
         dispatch.outage_since.isoformat(),
     )
     _event(channel, DISABLED, now, open_since=dispatch.outage_since.isoformat())
-    _save(dispatch, now)
+    _save(dispatch, now, channel)
 
 
 def _event(channel: Channel, kind: str, now: dt.datetime, **details) -> None:

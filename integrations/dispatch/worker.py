@@ -220,7 +220,7 @@ class Worker:
                     FailedIntegration.objects.filter(pk__in=ids).update(
                         lease_owner=self.config.name, lease_expires_at=until
                     )
-            protection.taken(dispatch, len(ids), now)
+            protection.taken(channel, dispatch, len(ids), now)
         return ids
 
     def dispatch(self, claimed: list[Claimed]) -> int:

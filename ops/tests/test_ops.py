@@ -340,3 +340,23 @@ def test_the_dashboard_and_the_alerts_name_only_metrics_the_service_exports(chan
     bare = {re.sub(r"_(total|bucket|count|sum)$", "", name) for name in named}
     assert len(bare) >= 9
     assert bare <= exported, bare - exported
+
+
+def test_an_open_circuit_and_a_pause_show_in_the_metrics(channel, other_channel):
+    from integrations.dispatch import protection
+    from integrations.models import ChannelDispatch
+
+    now = timezone.now()
+    ChannelDispatch.objects.create(
+        channel=channel, circuit="open", circuit_since=now, outage_since=now - dt.timedelta(hours=1)
+    )
+    protection.pause(other_channel, by="operator")
+
+    samples = scrape(Client())
+
+    one, other = str(channel.pk), str(other_channel.pk)
+    assert value(samples, "fi_channel_circuit_open_seconds", channel=one) >= 3600
+    assert value(samples, "fi_channel_circuit_open_seconds", channel=other) == 0
+    assert value(samples, "fi_channel_dispatch_held", channel=one, reason="circuit") == 1
+    assert value(samples, "fi_channel_dispatch_held", channel=one, reason="paused") == 0
+    assert value(samples, "fi_channel_dispatch_held", channel=other, reason="paused") == 1

@@ -70,7 +70,7 @@ def test_the_alert_rules_and_the_scrape_configuration_pass_promtool(tmp_path):
         [promtool, "test", "rules", "alerts_test.yml"], cwd=RULES, capture_output=True, text=True
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 5 rules found" in checked.stdout
+    assert "SUCCESS: 6 rules found" in checked.stdout
     assert tested.returncode == 0, tested.stdout + tested.stderr
 
 

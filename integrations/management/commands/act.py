@@ -32,10 +32,26 @@ class Command(BaseCommand):
         parser.add_argument("--all", action="store_true", help="every record of the channel")
         parser.add_argument("--confirm", help="a dry run's token: act on what it previewed")
         parser.add_argument("--reset-count", action="store_true", help="retry: retry_count 0")
+        parser.add_argument(
+            "--canary",
+            type=int,
+            help="retry: this many first, the rest once they all succeeded",
+        )
         parser.add_argument("--user", required=True, help="who acts (for the audit log)")
 
     def handle(
-        self, *args, channel, action, filters, dry_run, all, confirm, reset_count, user, **o
+        self,
+        *args,
+        channel,
+        action,
+        filters,
+        dry_run,
+        all,
+        confirm,
+        reset_count,
+        user,
+        canary=None,
+        **o,
     ):
         found = Channel.objects.filter(pk=channel).first()
         if found is None:
@@ -45,6 +61,8 @@ class Command(BaseCommand):
             raise CommandError(f"No user named {user!r}.")
         params = QueryDict(filters, mutable=True)
         body = {"dry_run": dry_run, "all": all, "reset_count": reset_count}
+        if canary is not None:
+            body["canary"] = canary
         if confirm:
             body["confirm"] = confirm
         try:

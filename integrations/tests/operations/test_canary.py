@@ -119,3 +119,25 @@ def test_a_preview_shows_its_canary_and_its_confirmation_keeps_it(api_client, ch
     assert other.status_code == 400 and "canary" in other.json()["confirm"][0]
     assert done["operation"]["status"] == BulkAction.Status.CANARY
     assert FailedIntegration.objects.filter(next_retry_at__isnull=False).count() == 4
+
+
+def test_the_act_command_takes_a_canary(channel, exhausted, staff_user):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command(
+        "act",
+        str(channel.pk),
+        "retry",
+        "reason_type=remote",
+        "--canary",
+        "2",
+        "--user",
+        staff_user.username,
+        stdout=out,
+    )
+
+    assert BulkAction.objects.get().status == BulkAction.Status.CANARY
+    assert FailedIntegration.objects.filter(next_retry_at__isnull=False).count() == 2
