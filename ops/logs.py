@@ -72,7 +72,8 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """The readable line, with the request id or the attempt's key when there is one."""
+    """The readable line, with the route, user and channel of a request, and the request id or
+    the attempt's key, when there are."""
 
     def __init__(self):
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -80,8 +81,9 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         context = _context.get()
-        for name in ("request_id", "idempotency_key"):
+        shown = []
+        for name in ("route", "user", "channel", "request_id", "idempotency_key"):
             value = getattr(record, name, None) or context.get(name)
             if value:
-                text += f" [{name}={value}]"
-        return text
+                shown.append(f"{name}={value}")
+        return f"{text} [{' '.join(shown)}]" if shown else text

@@ -24,20 +24,29 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_serve_migrates_prints_a_token_and_answers(tmp_path):
-    port = free_port()
+def newcomer_environment(tmp_path, **more: str) -> dict[str, str]:
+    """This machine's environment as a newcomer's shell has it: no database URL, no settings
+    module, data in `tmp_path`."""
     env = {
         k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE"}
     }
-    env["DATA_DIR"] = str(tmp_path)
-    server = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--demo", "--bind", f"127.0.0.1:{port}"],
+    return {**env, "DATA_DIR": str(tmp_path), **more}
+
+
+def serve(tmp_path, port: int, *options: str, **env: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "serve", *options, "--bind", f"127.0.0.1:{port}"],
         cwd=ROOT,
-        env=env,
+        env=newcomer_environment(tmp_path, **env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def test_serve_migrates_prints_a_token_and_answers(tmp_path):
+    port = free_port()
+    server = serve(tmp_path, port, "--demo")
     try:
         output = ""
         deadline = time.monotonic() + 60
@@ -91,7 +100,8 @@ def test_serve_migrates_prints_a_token_and_answers(tmp_path):
         # The access log: one line a request, with its request id.
         server.send_signal(signal.SIGTERM)
         output += server.communicate(timeout=30)[0]
-        assert f"[request_id={ready.headers['X-Request-ID']}]" in output
+        assert f"request_id={ready.headers['X-Request-ID']}]" in output
+        assert "route=ready" in output
         assert output.count("GET /api/v1/channel/") >= 12
 
         assert created.status_code == 201, created.text
@@ -111,18 +121,7 @@ def test_serve_migrates_prints_a_token_and_answers(tmp_path):
 def test_with_log_format_json_every_line_is_a_json_object(tmp_path):
     """gunicorn's own lines (start-up, workers, shutdown), the access log and the service's."""
     port = free_port()
-    env = {
-        k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE"}
-    }
-    env.update(DATA_DIR=str(tmp_path), LOG_FORMAT="json")
-    server = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--bind", f"127.0.0.1:{port}"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    server = serve(tmp_path, port, LOG_FORMAT="json")
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -152,10 +151,7 @@ def test_with_log_format_json_every_line_is_a_json_object(tmp_path):
 def test_serve_demo_refuses_a_bind_other_machines_reach(tmp_path):
     """The demo user (demo/demo) may change every channel: never on the network."""
     port = free_port()
-    env = {
-        k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE"}
-    }
-    env["DATA_DIR"] = str(tmp_path)
+    env = newcomer_environment(tmp_path)
     for bind in (f"0.0.0.0:{port}", f"[::]:{port}", f"example.com:{port}"):
         result = subprocess.run(
             [sys.executable, "manage.py", "serve", "--demo", "--bind", bind],

@@ -106,12 +106,12 @@ def dispatch_health(channel: Channel, *, now=None, backlog=None) -> dict[str, An
     in_flight = FailedIntegration.objects.filter(
         channel=channel, is_active=True, lease_expires_at__gt=now
     ).count()
-    if not channel.retry_endpoint:
-        summary = "no_endpoint"
-    elif dispatch.disabled_at:
+    if dispatch.disabled_at:
         summary = "disabled"
     elif dispatch.paused_at:
         summary = "paused"
+    elif not channel.retry_endpoint:
+        summary = "no_endpoint"
     elif held:
         summary = "held"
     else:

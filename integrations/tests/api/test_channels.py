@@ -456,7 +456,7 @@ def test_the_channel_command_pauses_resumes_and_limits(channel):
     channel.refresh_from_db()
     assert (channel.rate_limit, channel.max_concurrency) == (3.0, 2)
     assert channel.dispatch_held_until is not None
-    assert "dispatch no_endpoint" in out.getvalue()  # paused, but nothing to send anyway
+    assert "dispatch paused" in out.getvalue()
 
     call_command("channel", str(channel.pk), "--resume", "--rate-limit", "", stdout=out)
     channel.refresh_from_db()
