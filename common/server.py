@@ -1,8 +1,10 @@
-"""gunicorn, run in-process so that `manage.py serve` is the one command to start the API."""
+"""gunicorn, run in-process so that `manage.py serve` is the one command to start the API; its
+settings are also deploy/gunicorn.conf.py's, for those who run gunicorn themselves."""
 
 from __future__ import annotations
 
 import copy
+import os
 
 from django.conf import settings
 from django.db import connections
@@ -38,8 +40,17 @@ def _log_config() -> dict:
     return config
 
 
-def serve(*, bind: str, workers: int, **options) -> None:
-    config = {
+def default_bind() -> str:
+    return os.environ.get("BIND", "127.0.0.1:8000")
+
+
+def default_workers() -> int:
+    return int(os.environ.get("WEB_CONCURRENCY", "2"))
+
+
+def gunicorn_settings(*, bind: str, workers: int) -> dict:
+    """The service's gunicorn settings."""
+    return {
         "logconfig_dict": _log_config(),
         "bind": bind,
         "workers": workers,
@@ -52,8 +63,11 @@ def serve(*, bind: str, workers: int, **options) -> None:
         # Connections are opened per worker after the fork (persistent on PostgreSQL).
         "preload_app": True,
         "control_socket_disable": True,
-        **options,
     }
+
+
+def serve(*, bind: str, workers: int, **options) -> None:
+    config = {**gunicorn_settings(bind=bind, workers=workers), **options}
     # The master has used the database (migrations); its connections must not be shared with
     # the forked workers.
     connections.close_all()

@@ -4,12 +4,14 @@ the worker alive in the metrics."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -69,9 +71,10 @@ def test_the_example_environment_names_every_setting():
     assert read - {"DJANGO_SETTINGS_MODULE", "SQLITE_PATH"} <= named, read - named
 
 
-def test_the_api_and_a_worker_start_as_the_units_start_them(tmp_path):
+def deployed_environment(tmp_path) -> dict[str, str]:
+    """The example environment, on the test database, with its directories in `tmp_path`."""
     database = connection.settings_dict
-    environment = {
+    return {
         "PATH": os.environ["PATH"],
         "HOME": str(tmp_path),
         **example_environment(),
@@ -79,8 +82,58 @@ def test_the_api_and_a_worker_start_as_the_units_start_them(tmp_path):
             f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/"
             f"{database['NAME']}"
         ),
+        "DATA_DIR": str(tmp_path / "state"),  # the units' StateDirectory
     }
-    environment["DATA_DIR"] = str(tmp_path / "state")  # the units' StateDirectory
+
+
+def wait_ready(base: str, host: dict, process) -> httpx.Response | None:
+    deadline = time.monotonic() + 60
+    ready = None
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            ready = httpx.get(f"{base}/readyz", headers=host, timeout=2)
+            if ready.status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    return ready
+
+
+def test_plain_gunicorn_with_the_shipped_configuration_serves(tmp_path):
+    environment = deployed_environment(tmp_path)
+    port = free_port()
+    environment.update(BIND=f"127.0.0.1:{port}", PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "m"))
+    host = {"Host": environment["ALLOWED_HOSTS"].split(",")[0]}
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "deploy/gunicorn.conf.py",
+            "config.wsgi:application",
+        ],
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        ready = wait_ready(f"http://127.0.0.1:{port}", host, server)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output = server.communicate(timeout=60)[0]
+
+    assert ready is not None and ready.status_code == 200, output
+    lines = [json.loads(line) for line in output.splitlines() if line.strip()]  # LOG_FORMAT=json
+    assert any("Booting worker" in line["message"] for line in lines)
+    assert server.returncode == 0
+
+
+def test_the_api_and_a_worker_start_as_the_units_start_them(tmp_path):
+    environment = deployed_environment(tmp_path)
     api_port, worker_port = free_port(), free_port()
     environment["BIND"] = f"127.0.0.1:{api_port}"
     api_unit = unit("failed-integrations.service")

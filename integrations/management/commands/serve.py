@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from common.server import default_bind, default_workers
 from integrations.demo import demo_setup
 
 BASE_DIR = Path(__file__).resolve().parents[3]
@@ -36,13 +37,13 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument(
             "--bind",
-            default=os.environ.get("BIND", "127.0.0.1:8000"),
+            default=default_bind(),
             help="host:port to listen on (default 127.0.0.1:8000, or $BIND)",
         )
         parser.add_argument(
             "--workers",
             type=int,
-            default=int(os.environ.get("WEB_CONCURRENCY", "2")),
+            default=default_workers(),
             help="worker processes (default 2, or $WEB_CONCURRENCY)",
         )
         parser.add_argument("--no-migrate", action="store_true", help="skip `migrate`")
