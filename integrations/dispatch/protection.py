@@ -160,10 +160,10 @@ def allowance(
         )
         logger.info("channel %s: circuit half-open, probing", channel.pk)
         _save(dispatch, now, channel)
+    if dispatch.retry_after_until and dispatch.retry_after_until > now:
+        return 0  # the app asked to wait: not even a probe
     if dispatch.circuit == Circuit.HALF_OPEN:
         return 1 if in_flight == 0 and want > 0 else 0
-    if dispatch.retry_after_until and dispatch.retry_after_until > now:
-        return 0
     want = min(want, window_of(dispatch) - in_flight)
     if channel.max_concurrency is not None:
         want = min(want, channel.max_concurrency - in_flight)

@@ -337,3 +337,22 @@ def test_the_verdicts():
     assert 28 <= verdict(AttemptOutcome.HTTP_ERROR, 429, later, now=now).wait <= 31
     assert verdict(AttemptOutcome.HTTP_ERROR, 429, "99999", now=now).wait == 3600.0
     assert verdict(AttemptOutcome.HTTP_ERROR, 429, "soon", now=now).wait == protection.DEFAULT_WAIT
+
+
+def test_a_half_open_circuit_waits_for_a_retry_after_before_its_next_probe(channel):
+    now = timezone.now()
+    dispatch = ChannelDispatch.objects.create(
+        channel=channel, circuit=Circuit.HALF_OPEN, retry_after_until=now + dt.timedelta(seconds=10)
+    )
+
+    def allowed(at):
+        return protection.allowance(channel, dispatch, in_flight=0, want=5, now=at)
+
+    assert allowed(now) == 0
+    assert allowed(now + dt.timedelta(seconds=11)) == 1  # one probe at a time
+    assert (
+        protection.allowance(
+            channel, dispatch, in_flight=1, want=5, now=now + dt.timedelta(seconds=11)
+        )
+        == 0
+    )
