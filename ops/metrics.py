@@ -45,7 +45,7 @@ HTTP_REQUEST_SECONDS = Histogram(
 ATTEMPTS = Counter(
     "fi_retry_attempts",
     "Retry attempts finished, by channel and outcome (success, http_error, timeout, refused, "
-    "error, lease_lost).",
+    "error, lease_lost, throttled).",
     ["channel", "outcome"],
 )
 ATTEMPT_SECONDS = Histogram(
