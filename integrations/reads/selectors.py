@@ -86,7 +86,7 @@ class DueBacklog:
 def due_backlog(*, channel: Channel, now: dt.datetime, count: int | None = None) -> DueBacklog:
     """The channel's records that are due now, sent or held (its dispatch held: see
     lifecycle/states.py), and since when the longest-waiting one is due: the first entry of the
-    partial index of due records. None for a channel without a retry endpoint (nothing is
+    partial index of due records. None are for a channel without a retry endpoint (nothing is
     sent). `count`: the caller's count of them (from the counts by state), else counted."""
     if not channel.retry_endpoint:
         return DueBacklog(0, None)
