@@ -24,7 +24,7 @@ import socket
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import orjson
@@ -65,6 +65,9 @@ USER_AGENT = "failed-integrations-retry/1"
 EXHAUSTED = "failed_integration.exhausted"
 # How often a worker records that it is alive, and how long a crashed one's row is kept.
 HEARTBEAT_SECONDS = 10.0
+# After an attempt ends, how long the worker waits for others to end with it, so that their
+# outcomes are written together.
+GATHER_SECONDS = 0.02
 HEARTBEATS_KEPT = dt.timedelta(days=1)
 
 
@@ -103,22 +106,46 @@ class Worker:
 
     def run(self, *, once: bool = False) -> int:
         """Works until stopped (or, with `once`, until nothing is due); answers the number of
-        attempts made."""
+        attempts made.
+
+        Attempts are a pipeline, not batches: up to `batch` are in flight, each outcome is
+        written as soon as it is in (with the others that came in meanwhile), and the room it
+        leaves is claimed again. So a slow channel app holds only its own attempts, never the
+        outcomes or the next claims of other channels. Stopped, the worker claims nothing more,
+        finishes what is in flight, and ends."""
         made = 0
-        while not self.stopping.is_set():
+        flying: dict[Future, Claimed] = {}
+        while True:
+            stopping = self.stopping.is_set()
+            if stopping and not flying:
+                break
             self.beat()
             if not connection.in_atomic_block:
                 close_old_connections()  # as a request would: a lost connection is replaced
-            if time.monotonic() - self.last_housekeeping >= self.config.housekeeping_every:
+            if not stopping and (
+                time.monotonic() - self.last_housekeeping >= self.config.housekeeping_every
+            ):
                 self.housekeeping()
-            claimed = self.claim()
-            made += self.dispatch(claimed)
-            # Queued bulk actions get a turn of a couple of seconds between batches of retries.
-            acted = bulk_actions.work_queued(worker=self.config.name)
+            claimed: list[Claimed] = []
+            room = self.config.batch - len(flying)
+            # Claims of half the batch at least (each claim is a few statements).
+            asked = not stopping and room > 0 and (room >= self.config.batch / 2 or not flying)
+            # Nothing to take while nothing was in flight: nothing is due (for `once`).
+            nothing_due = asked and not flying
+            if asked:
+                claimed = self.claim(limit=room)
+                if claimed:
+                    start_attempts(claimed, worker=self.config.name)
+                    for item in claimed:
+                        flying[self.pool.submit(self.send, item)] = item
+            made += self._finish_arrived(flying, wait_for=0.0 if claimed else self.config.poll)
+            # Queued bulk actions get a turn of a couple of seconds between claims.
+            acted = bulk_actions.work_queued(worker=self.config.name) if not stopping else 0
             # `once`: until nothing is due (held records are not: their channel waits).
-            if once and not claimed and not acted and not self.limited:
+            idle = not claimed and not flying and not acted
+            if once and nothing_due and idle and not self.limited:
                 break
-            if not claimed and not acted:
+            if idle and not stopping:
                 self.stopping.wait(self.config.poll)
         self.pool.shutdown(wait=True)
         self.poster.close()
@@ -153,7 +180,7 @@ class Worker:
 
     # --- one batch --------------------------------------------------------------------------
 
-    def claim(self) -> list[Claimed]:
+    def claim(self, limit: int | None = None) -> list[Claimed]:
         """Leases up to `batch` due records to this worker, fairly between channels (each gets
         its share of the batch, in a new order every time), each channel within what its
         protection allows now (dispatch/protection.py)."""
@@ -171,8 +198,9 @@ class Worker:
             .order_by()
         )
         ids: list[int] = []
+        most = self.config.batch if limit is None else limit
         for index, channel in enumerate(channels):
-            room = self.config.batch - len(ids)
+            room = most - len(ids)
             if room <= 0:
                 break
             share = math.ceil(room / (len(channels) - index))
@@ -223,9 +251,24 @@ class Worker:
             protection.taken(channel, dispatch, len(ids), now)
         return ids
 
+    def _finish_arrived(self, flying: dict[Future, Claimed], *, wait_for: float) -> int:
+        """Writes the outcomes of the attempts that have ended (waiting up to `wait_for` seconds
+        for the first, when none has), in a few statements for all of them; answers how many."""
+        if not flying:
+            return 0
+        done, pending = wait(list(flying), timeout=wait_for, return_when=FIRST_COMPLETED)
+        if not done:
+            return 0
+        if pending:  # the others that end within a moment go in the same statements
+            wait(pending, timeout=GATHER_SECONDS)
+        ended = [future for future in flying if future.done()]
+        items = [flying.pop(future) for future in ended]
+        finish_attempts(items, [future.result() for future in ended], worker=self.config.name)
+        return len(items)
+
     def dispatch(self, claimed: list[Claimed]) -> int:
-        """Attempts every claimed record, concurrently, and records the outcomes; the database
-        work is a few statements per batch, not per record."""
+        """Attempts every claimed record, concurrently, and records the outcomes (one batch, as
+        the tests and the commands drive it; `run` pipelines its attempts)."""
         if not claimed:
             return 0
         start_attempts(claimed, worker=self.config.name)

@@ -356,3 +356,40 @@ def test_a_half_open_circuit_waits_for_a_retry_after_before_its_next_probe(chann
         )
         == 0
     )
+
+
+def test_a_slow_channel_app_holds_only_its_own_attempts(channel, other_channel, make_failed):
+    """Attempts are a pipeline: the fast channel's outcomes are written, and its next records
+    claimed, while the slow app still has not answered."""
+    from integrations.tests.receiver import Receiver
+
+    slow, fast = Receiver(delay=1.5).start(), Receiver().start()
+    try:
+        channel.retry_endpoint, other_channel.retry_endpoint = slow.url, fast.url
+        channel.save()
+        other_channel.save()
+        due_records(make_failed, 2)
+        quick = [
+            make_failed(channel=other_channel, object_id=n, max_retry_count=5, retry_interval=60)
+            for n in range(30)
+        ]
+        FailedIntegration.objects.filter(pk__in=[r.pk for r in quick]).update(next_retry_at=PAST)
+
+        work(batch=8, concurrency=8)
+    finally:
+        slow.stop()
+        fast.stop()
+
+    attempts = RetryAttempt.objects.filter(outcome=AttemptOutcome.SUCCESS)
+    slow_done = min(
+        attempts.filter(failed_integration__channel=channel).values_list("finished_at", flat=True)
+    )
+    fast_done = max(
+        attempts.filter(failed_integration__channel=other_channel).values_list(
+            "finished_at", flat=True
+        )
+    )
+    assert attempts.filter(failed_integration__channel=other_channel).count() == 30
+    # Every fast record (several claims' worth: the batch is 8) was done before the slow app
+    # answered its first.
+    assert fast_done < slow_done

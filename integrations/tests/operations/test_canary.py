@@ -3,6 +3,8 @@ succeeded, and not at all if one failed. Against a real receiver on 127.0.0.1.""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from integrations.dispatch.worker import Worker, WorkerConfig
@@ -73,7 +75,8 @@ def test_a_failed_canary_leaves_the_rest_as_they_were(api_client, channel, recei
 
     action = BulkAction.objects.get(pk=answer["operation"]["id"])
     assert action.status == BulkAction.Status.FAILED
-    assert "2 of 2 canaries failed" in action.error and "HTTP 422" in action.error
+    # It ends at the first failed canary (the other may still be on its way).
+    assert re.search(r"[12] of 2 canaries failed", action.error) and "HTTP 422" in action.error
     assert len(receiver.received) == 2
     after = {
         r.pk: (r.retry_count, r.next_retry_at)
@@ -81,7 +84,7 @@ def test_a_failed_canary_leaves_the_rest_as_they_were(api_client, channel, recei
     }
     assert after == before
     operation = api_client.get(answer["operation"]["url"]).json()
-    assert operation["status"] == "failed" and operation["canary"]["failed"] == 2
+    assert operation["status"] == "failed" and operation["canary"]["failed"] >= 1
 
 
 @pytest.mark.parametrize(
