@@ -11,7 +11,7 @@ from integrations.dispatch.worker import Worker, WorkerConfig, release_leases
 class Command(BaseCommand):
     help = (
         "Runs a retry worker: dispatches due failed integrations to their channel apps. Run as "
-        "many as needed on PostgreSQL (one on SQLite). SIGTERM finishes the batch in flight."
+        "many as needed on PostgreSQL (one on SQLite). SIGTERM finishes the attempts in flight."
     )
 
     def add_arguments(self, parser):
