@@ -8,7 +8,7 @@ now, and what its answers say about it.
   before the breaker opens.
 * **Rate limit** (`Channel.rate_limit`, attempts per second): a token bucket in the channel's
   `ChannelDispatch` row, which every worker's claim locks (PostgreSQL; on SQLite, the one
-  worker's own). A burst is at most one second's worth.
+  worker's own). A burst is at most a tenth of a second's worth.
 * **Asked to wait**: a 429, or a 503 with `Retry-After`, holds the channel's dispatch until then
   and is not counted as an attempt of the record (outcome `throttled`).
 * **Circuit breaker**: the app's failures (no connection, timeout, transport error, 5xx, 408)
@@ -180,8 +180,9 @@ def window_of(dispatch: ChannelDispatch) -> int:
 
 def _refill(dispatch: ChannelDispatch, rate: float, now: dt.datetime) -> None:
     """Tokens accrue at `rate` a second (with up to 10% jitter, so that workers' claims spread
-    out), up to one second's worth."""
-    capacity = max(1.0, rate)
+    out), up to a tenth of a second's worth (at least one): any one second sees at most the
+    rate and that tenth."""
+    capacity = max(1.0, rate / 10)
     if dispatch.tokens_at is None:
         dispatch.tokens = 1.0
     else:

@@ -68,6 +68,8 @@ HEARTBEAT_SECONDS = 10.0
 # After an attempt ends, how long the worker waits for others to end with it, so that their
 # outcomes are written together.
 GATHER_SECONDS = 0.02
+# How soon a worker whose channels were all at a limit (rate, window, in flight) looks again.
+LIMITED_WAIT = 0.05
 HEARTBEATS_KEPT = dt.timedelta(days=1)
 
 
@@ -146,7 +148,10 @@ class Worker:
             if once and nothing_due and idle and not self.limited:
                 break
             if idle and not stopping:
-                self.stopping.wait(self.config.poll)
+                # Waiting for a limit's tokens: soon; for due records: the poll.
+                self.stopping.wait(
+                    min(self.config.poll, LIMITED_WAIT) if self.limited else self.config.poll
+                )
         self.pool.shutdown(wait=True)
         self.poster.close()
         WorkerHeartbeat.objects.filter(name=self.config.name).delete()  # stopped, and said so
