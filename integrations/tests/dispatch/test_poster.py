@@ -139,31 +139,16 @@ def test_a_slow_answer_times_out(poster):
     server.close()
 
 
-class DrippingServer:
+class DrippingServer(RawServer):
     """Answers the status and headers at once, then its body a byte every `every` seconds
     (or its headers so, with `headers_too`): each read returns within any per-read timeout."""
 
     def __init__(self, *, every: float, headers_too: bool = False):
         self.every, self.headers_too = every, headers_too
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(4)
-        threading.Thread(target=self.accept, daemon=True).start()
+        super().__init__()
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/retry"
-
-    def accept(self):
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.drip, args=(client,), daemon=True).start()
-
-    def drip(self, client: socket.socket):
-        with contextlib.suppress(OSError), client:
+    def answer(self, client: socket.socket):
+        with client:
             client.recv(65536)
             head = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"
             if not self.headers_too:
@@ -172,9 +157,6 @@ class DrippingServer:
             for byte in [bytes([b]) for b in head] + [b"x"] * 100:
                 client.sendall(byte)
                 time.sleep(self.every)
-
-    def close(self):
-        self.sock.close()
 
 
 @pytest.mark.parametrize("headers_too", [False, True], ids=["body", "headers"])
