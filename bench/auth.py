@@ -2,8 +2,8 @@
 
     python -m bench.auth ours      with DJANGO_SETTINGS_MODULE=config.settings: a key of the
                                    service's own tokens (accounts.services.token_create)
-    python -m bench.auth obvious   with DJANGO_SETTINGS_MODULE=bench.obvious.settings: the key of
-                                   DRF's stock rest_framework.authtoken Token of the same user
+    python -m bench.auth obvious   with DJANGO_SETTINGS_MODULE=bench.peers.obvious.settings: the key
+                                   of DRF's stock rest_framework.authtoken Token of the same user
     python -m bench.auth defaults  with DJANGO_SETTINGS_MODULE=config.settings: the models'
                                    constant defaults as JSON {table: {column: value}}, for the
                                    seeder's columns that are required but not named by it

@@ -99,19 +99,19 @@ PEERS = (
     ),
     Peer(
         "obvious",
-        "bench.obvious.wsgi:application",
+        "bench.peers.obvious.wsgi:application",
         "obvious",
         "stock DRF: ModelViewSet, ModelSerializer, authtoken, on the service's tables",
-        "bench.obvious.settings",
+        "bench.peers.obvious.settings",
     ),
     Peer(
         "obvious_own",
-        "bench.obvious.wsgi:application",
+        "bench.peers.obvious.wsgi:application",
         "obvious",
-        "the same stock DRF on a schema of its own (bench/obvious_own): its model and "
+        "the same stock DRF on a schema of its own (bench/peers/obvious_own): its model and "
         "migration, indexes on the foreign keys, version_date, (channel, version_date) and "
         "(content_type, object_id), no triggers",
-        "bench.obvious_own.settings",
+        "bench.peers.obvious_own.settings",
         store=OWN,
     ),
     Peer("floor", "bench.floor:application", "ours", "bare WSGI + psycopg, one SQL per request"),
@@ -1254,7 +1254,7 @@ def prepare_store(
     settings_env = {**env, "DJANGO_SETTINGS_MODULE": store.settings}
     defaults: dict[str, dict[str, object]] = {}
     if store.name == OWN:
-        log("== Migrations (bench/obvious_own's, DRF authtoken's and Django's own)")
+        log("== Migrations (bench/peers/obvious_own's, DRF authtoken's and Django's own)")
         manage(["-m", "django", "migrate", "--noinput", "-v", "0"], settings_env, store.tree)
     else:
         if store.name == BASELINE:
@@ -1266,7 +1266,7 @@ def prepare_store(
         if store.name == MAIN:
             manage(
                 ["-m", "django", "migrate", "authtoken", "--noinput", "-v", "0"],
-                {**env, "DJANGO_SETTINGS_MODULE": "bench.obvious.settings"},
+                {**env, "DJANGO_SETTINGS_MODULE": "bench.peers.obvious.settings"},
                 store.tree,
             )
         defaults = json.loads(manage(["-m", "bench.auth", "defaults"], settings_env, store.tree))
@@ -1334,7 +1334,7 @@ def stores_of(
     if OWN in wanted:
         name = f"{options.database}_obvious_own"
         stores[OWN] = Store(
-            OWN, name, url(name), database.OWN, current_tree, "bench.obvious_own.settings"
+            OWN, name, url(name), database.OWN, current_tree, "bench.peers.obvious_own.settings"
         )
     return stores
 
@@ -1388,7 +1388,7 @@ def prepare(
         elif store.name == BASELINE:
             commands = {"ours": store.settings}
         else:
-            commands = {"ours": store.settings, "obvious": "bench.obvious.settings"}
+            commands = {"ours": store.settings, "obvious": "bench.peers.obvious.settings"}
         for token, settings in commands.items():
             store.keys[token] = manage(
                 ["-m", "bench.auth", token], {**env, "DJANGO_SETTINGS_MODULE": settings}, store.tree

@@ -347,8 +347,11 @@ WORKER_BATCH = env_int("WORKER_BATCH", 32, minimum=1)
 # the attempts of a BREAKER_WINDOW_SECONDS window failed and there were BREAKER_MIN_VOLUME; it
 # probes after a cool-down from BREAKER_COOL_DOWN_MIN doubling up to BREAKER_COOL_DOWN_MAX
 # seconds, and closes after BREAKER_CLOSE_AFTER answers. Open for CHANNEL_DISABLE_AFTER_DAYS, the
-# channel is disabled. After a recovery the channel drains from DRAIN_START_RATE attempts a
-# second, doubling every DRAIN_DOUBLING_SECONDS (up to its rate limit, or DRAIN_END_RATE).
+# channel is disabled. After a recovery a channel with a rate limit (set, or learned) drains at
+# that rate; one without starts at DRAIN_START_RATE attempts a second, doubling every
+# DRAIN_DOUBLING_SECONDS up to DRAIN_END_RATE. A 429 teaches a rate: THROTTLE_LEARN_PERCENT of
+# what the app was getting (and of the learned rate at each later 429), growing by a tenth every
+# THROTTLE_GROWTH_SECONDS without one, forgotten after THROTTLE_MEMORY_SECONDS without one.
 BREAKER_FAILURES = env_int("BREAKER_FAILURES", 5, minimum=1)
 BREAKER_RATIO = env_int("BREAKER_FAILURE_PERCENT", 50, minimum=1) / 100
 BREAKER_MIN_VOLUME = env_int("BREAKER_MIN_VOLUME", 20, minimum=1)
@@ -360,6 +363,9 @@ CHANNEL_DISABLE_AFTER_DAYS = env_int("CHANNEL_DISABLE_AFTER_DAYS", 3, minimum=1)
 DRAIN_START_RATE = env_int("DRAIN_START_RATE", 1, minimum=1)
 DRAIN_DOUBLING_SECONDS = env_int("DRAIN_DOUBLING_SECONDS", 10, minimum=1)
 DRAIN_END_RATE = env_int("DRAIN_END_RATE", 1000, minimum=1)
+THROTTLE_LEARN_PERCENT = env_int("THROTTLE_LEARN_PERCENT", 95, minimum=1)
+THROTTLE_GROWTH_SECONDS = env_int("THROTTLE_GROWTH_SECONDS", 300, minimum=1)
+THROTTLE_MEMORY_SECONDS = env_int("THROTTLE_MEMORY_SECONDS", 3600, minimum=1)
 # Inactive records unchanged for this many days are purged.
 RETENTION_DAYS = env_int("RETENTION_DAYS", 30, minimum=1)
 # Where "retries ran out" events are POSTed (JSON); empty: they are only logged.

@@ -89,6 +89,7 @@ class DatabaseCollector:
         from django.http import QueryDict
         from django.utils import timezone
 
+        from integrations.dispatch import protection
         from integrations.models import Channel, ChannelDispatch, WorkerHeartbeat
         from integrations.reads import selectors
 
@@ -118,6 +119,12 @@ class DatabaseCollector:
             "asked to wait), by channel and why.",
             labels=["channel", "reason"],
         )
+        learned = GaugeMetricFamily(
+            "fi_channel_learned_rate",
+            "Attempts per second the channel app's 429s taught the engine (0: none): an app "
+            "that limits what it takes.",
+            labels=["channel"],
+        )
         now = timezone.now()
         dispatches = {d.channel_id: d for d in ChannelDispatch.objects.all()}
         params = QueryDict("group_by=state,reason_type&is_active=true")
@@ -137,6 +144,8 @@ class DatabaseCollector:
                 since = dispatch.outage_since or dispatch.circuit_since or now
                 opened = max((now - since).total_seconds(), 0.0)
             circuit.add_metric([label], opened)
+            rate = protection.learned_rate(channel, dispatch, now) if dispatch else None
+            learned.add_metric([label], rate or 0.0)
             for reason, on in _hold_reasons(channel, dispatch, now).items():
                 held.add_metric([label, reason], float(on))
         beats = GaugeMetricFamily(
@@ -162,6 +171,7 @@ class DatabaseCollector:
         yield alive
         yield circuit
         yield held
+        yield learned
 
 
 def _hold_reasons(channel, dispatch, now) -> dict[str, bool]:

@@ -788,7 +788,15 @@ def _dispatch_schema(timestamp: dict[str, Any]) -> dict[str, Any]:
             "type": "number",
             "nullable": True,
             "readOnly": True,
-            "description": "Attempts per second allowed now (lower while draining); null: none.",
+            "description": "Attempts per second allowed now: the rate limit or the learned "
+            "rate, whichever is lower (or the ramp of a drain); null: none.",
+        },
+        "learned_rate": {
+            "type": "number",
+            "nullable": True,
+            "readOnly": True,
+            "description": "Attempts per second the app's 429s taught (growing by a tenth "
+            "every few minutes without one); null: none.",
         },
         "last_success_at": when,
         "last_failure_at": when,

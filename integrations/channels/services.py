@@ -131,7 +131,8 @@ def dispatch_health(channel: Channel, *, now=None, backlog=None) -> dict[str, An
         "disabled_at": format_datetime_utc(dispatch.disabled_at),
         "in_flight": in_flight,
         "send_window": protection.window_of(dispatch),
-        "rate": None if rate is None else round(rate, 3),
+        "rate": _rounded(rate),
+        "learned_rate": _rounded(protection.learned_rate(channel, dispatch, now)),
         "last_success_at": format_datetime_utc(dispatch.last_success_at),
         "last_failure_at": format_datetime_utc(dispatch.last_failure_at),
         "due": 0 if held else backlog.count,
@@ -143,6 +144,10 @@ def dispatch_health(channel: Channel, *, now=None, backlog=None) -> dict[str, An
             round(backlog.count / rate, 1) if rate and backlog.count else None
         ),
     }
+
+
+def _rounded(rate: float | None) -> float | None:
+    return None if rate is None else round(rate, 3)
 
 
 def _policy_save(channel: Channel, reason: str, settings: Mapping[str, Any] | None) -> None:

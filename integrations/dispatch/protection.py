@@ -10,7 +10,13 @@ now, and what its answers say about it.
   `ChannelDispatch` row, which every worker's claim locks (PostgreSQL; on SQLite, the one
   worker's own). A burst is at most a tenth of a second's worth.
 * **Asked to wait**: a 429, or a 503 with `Retry-After`, holds the channel's dispatch until then
-  and is not counted as an attempt of the record (outcome `throttled`).
+  and is not counted as an attempt of the record (outcome `throttled`). It also teaches the
+  channel a rate (`ChannelDispatch.learned_rate`): THROTTLE_LEARN_PERCENT of the rate the app was
+  taking when the first came (what it got in the last second, less what it refused), or of the
+  learned rate at a later one.
+  The learned rate limits like the rate limit; it grows by a tenth every THROTTLE_GROWTH_SECONDS
+  without a 429 (so that a limit the app raised is found again), and is forgotten after
+  THROTTLE_MEMORY_SECONDS without one.
 * **Circuit breaker**: the app's failures (no connection, timeout, transport error, 5xx, 408)
   open it after BREAKER_FAILURES in a row, or when they are BREAKER_RATIO of the attempts of a
   BREAKER_WINDOW_SECONDS window with at least BREAKER_MIN_VOLUME attempts. The item's failures
@@ -19,9 +25,10 @@ now, and what its answers say about it.
   probe at a time; BREAKER_CLOSE_AFTER answers from the app close it. Open for
   CHANNEL_DISABLE_AFTER_DAYS: the channel is disabled until an operator resumes it.
 * **Pause**: an operator's hold, lifted by `resume`.
-* **Drain after recovery**: when the circuit closes or the channel resumes, its rate starts at
-  DRAIN_START_RATE per second and doubles every DRAIN_DOUBLING_SECONDS, up to the rate limit
-  (or, without one, until it no longer limits), never a burst.
+* **Drain after recovery**: when the circuit closes or the channel resumes, its backlog goes
+  oldest first at its rate limit (set or learned), within the send window, never a burst; a
+  channel without one starts at DRAIN_START_RATE per second, doubling every
+  DRAIN_DOUBLING_SECONDS, until it no longer limits.
 
 Opening, closing and disabling are logged and recorded as events (sent to the webhook with the
 exhaustion events). While nothing may be sent, `Channel.dispatch_held_until` says until when, and
@@ -125,18 +132,34 @@ def _save(dispatch: ChannelDispatch, now: dt.datetime, channel: Channel | None =
 
 
 def effective_rate(channel: Channel, dispatch: ChannelDispatch, now: dt.datetime) -> float | None:
-    """Attempts per second allowed now (None: no limit): the rate limit, lower while the
-    channel drains after a recovery."""
-    rate = channel.rate_limit
-    if dispatch.recovering_since is not None:
-        elapsed = max((now - dispatch.recovering_since).total_seconds(), 0.0)
-        doublings = min(elapsed / settings.DRAIN_DOUBLING_SECONDS, 60.0)
-        ramp = settings.DRAIN_START_RATE * 2**doublings
-        if ramp >= (settings.DRAIN_END_RATE if rate is None else rate):
-            dispatch.recovering_since = None  # drained up to speed
-        else:
-            rate = ramp if rate is None else min(rate, ramp)
-    return rate
+    """Attempts per second allowed now (None: no limit): the rate limit or the learned rate,
+    whichever is lower; without either, the ramp of a drain after a recovery."""
+    rates = [r for r in (channel.rate_limit, learned_rate(channel, dispatch, now)) if r]
+    if rates:
+        dispatch.recovering_since = None  # a known rate needs no ramp
+        return min(rates)
+    if dispatch.recovering_since is None:
+        return None
+    elapsed = max((now - dispatch.recovering_since).total_seconds(), 0.0)
+    ramp = settings.DRAIN_START_RATE * 2 ** min(elapsed / settings.DRAIN_DOUBLING_SECONDS, 60.0)
+    if ramp >= settings.DRAIN_END_RATE:
+        dispatch.recovering_since = None  # drained up to speed
+        return None
+    return ramp
+
+
+def learned_rate(channel: Channel, dispatch: ChannelDispatch, now: dt.datetime) -> float | None:
+    """The rate the app's 429s taught, grown since the last one (None: none, or forgotten)."""
+    if dispatch.learned_rate is None or dispatch.learned_at is None:
+        return None
+    quiet = max((now - dispatch.learned_at).total_seconds(), 0.0)
+    grown = dispatch.learned_rate * 1.1 ** (quiet // settings.THROTTLE_GROWTH_SECONDS)
+    if quiet >= settings.THROTTLE_MEMORY_SECONDS or (
+        channel.rate_limit is not None and grown >= channel.rate_limit
+    ):
+        dispatch.learned_rate = dispatch.learned_at = None
+        return None
+    return grown
 
 
 def allowance(
@@ -145,14 +168,13 @@ def allowance(
     """How many due records of the channel a worker may take now, with `dispatch` locked: 0
     while held; one probe at a time while half-open; within the concurrency cap and the rate
     limit's tokens otherwise. Moves an open circuit whose cool-down is over to half-open."""
-    if dispatch.paused_at or dispatch.disabled_at:
+    if waiting(channel, dispatch, now):
         return 0
     if dispatch.circuit == Circuit.OPEN:
-        if dispatch.outage_since and now - dispatch.outage_since >= _disable_after():
+        if _disabling(dispatch, now):
             _disable(channel, dispatch, now)
             return 0
-        if dispatch.next_probe_at is None or dispatch.next_probe_at > now:
-            return 0
+        # Its probe is due.
         dispatch.circuit, dispatch.circuit_since, dispatch.probe_successes = (
             Circuit.HALF_OPEN,
             now,
@@ -164,9 +186,7 @@ def allowance(
         return 0  # the app asked to wait: not even a probe
     if dispatch.circuit == Circuit.HALF_OPEN:
         return 1 if in_flight == 0 and want > 0 else 0
-    want = min(want, window_of(dispatch) - in_flight)
-    if channel.max_concurrency is not None:
-        want = min(want, channel.max_concurrency - in_flight)
+    want = min(want, in_flight_cap(channel, dispatch) - in_flight)
     rate = effective_rate(channel, dispatch, now)
     if rate is not None:
         _refill(dispatch, rate, now)
@@ -174,29 +194,86 @@ def allowance(
     return max(want, 0)
 
 
+HELD, LIMITED = "held", "limited"
+
+
+def waiting(channel: Channel, dispatch: ChannelDispatch, now: dt.datetime) -> str | None:
+    """Why nothing may be sent to the app now, when nothing is to be done about it either (no
+    probe due, no disabling), so that a claim need not lock the channel's row to know: HELD
+    (paused, disabled, an open circuit, a Retry-After) or LIMITED (no token of the rate yet);
+    None: ask `allowance`, with the row locked."""
+    if dispatch.paused_at or dispatch.disabled_at:
+        return HELD
+    if dispatch.circuit == Circuit.OPEN:
+        probe_due = dispatch.next_probe_at is not None and dispatch.next_probe_at <= now
+        return None if probe_due or _disabling(dispatch, now) else HELD
+    if dispatch.retry_after_until and dispatch.retry_after_until > now:
+        return HELD
+    if dispatch.circuit == Circuit.CLOSED and dispatch.tokens_at is not None:
+        rate = effective_rate(channel, dispatch, now)
+        if rate is not None and dispatch.tokens + _accrual(dispatch, rate, now) < 1.0:
+            return LIMITED
+    return None
+
+
+def _disabling(dispatch: ChannelDispatch, now: dt.datetime) -> bool:
+    return bool(dispatch.outage_since and now - dispatch.outage_since >= _disable_after())
+
+
+def in_flight_cap(channel: Channel, dispatch: ChannelDispatch) -> int:
+    """The most attempts that may be in flight to the app now: the send window, within the
+    concurrency cap."""
+    window = window_of(dispatch)
+    return window if channel.max_concurrency is None else min(window, channel.max_concurrency)
+
+
 def window_of(dispatch: ChannelDispatch) -> int:
     return dispatch.send_window or settings.BREAKER_FAILURES
 
 
 def _refill(dispatch: ChannelDispatch, rate: float, now: dt.datetime) -> None:
-    """Tokens accrue at `rate` a second (with up to 10% jitter, so that workers' claims spread
+    """Tokens accrue at `rate` a second (with up to 5% jitter, so that workers' claims spread
     out), up to a tenth of a second's worth (at least one): any one second sees at most the
     rate and that tenth."""
     capacity = max(1.0, rate / 10)
     if dispatch.tokens_at is None:
         dispatch.tokens = 1.0
     else:
-        elapsed = max((now - dispatch.tokens_at).total_seconds(), 0.0)
-        accrued = rate * elapsed * random.uniform(0.9, 1.0)
+        accrued = _accrual(dispatch, rate, now) * random.uniform(0.95, 1.0)
         dispatch.tokens = min(capacity, dispatch.tokens + accrued)
     dispatch.tokens_at = now
 
 
+def _accrual(dispatch: ChannelDispatch, rate: float, now: dt.datetime) -> float:
+    """The tokens accrued since the last refill (before the jitter)."""
+    return rate * max((now - dispatch.tokens_at).total_seconds(), 0.0)
+
+
 def taken(channel: Channel, dispatch: ChannelDispatch, count: int, now: dt.datetime) -> None:
-    """Records that a claim took `count` records (their tokens), with `dispatch` locked."""
+    """Records that a claim took `count` records (their tokens), with `dispatch` locked. Taking
+    none changes nothing worth a write: a refill need not be written (the next one accrues from
+    the last one written), and the changes of state write themselves."""
+    if not count:
+        return
     if dispatch.tokens_at is not None:
         dispatch.tokens -= count
+    elapsed = (now - dispatch.sent_since).total_seconds() if dispatch.sent_since else None
+    if elapsed is None or elapsed >= 1.0:
+        dispatch.sent_rate = None if elapsed is None else dispatch.sent_count / elapsed
+        dispatch.sent_since, dispatch.sent_count = now, 0
+    dispatch.sent_count += count
     _save(dispatch, now, channel)
+
+
+def sending_rate(dispatch: ChannelDispatch, now: dt.datetime) -> float:
+    """About how many attempts the app got in the last second: this window's, and the part of
+    the window before that the last second still holds."""
+    if dispatch.sent_since is None:
+        return 0.0
+    elapsed = (now - dispatch.sent_since).total_seconds()
+    if elapsed >= 1.0:
+        return dispatch.sent_count / elapsed
+    return dispatch.sent_count + (dispatch.sent_rate or 0.0) * (1.0 - max(elapsed, 0.0))
 
 
 # --- what the answers say -------------------------------------------------------------------
@@ -221,6 +298,10 @@ def record_verdicts(channel_id: int, verdicts: list[Verdict], *, now: dt.datetim
         for each in verdicts:
             if each.kind == THROTTLED:
                 dispatch.send_window = max(1, window_of(dispatch) // 2)
+                if not (dispatch.retry_after_until and dispatch.retry_after_until > now):
+                    # Once per hold: its 429s come together.
+                    refused = sum(1 for v in verdicts if v.kind == THROTTLED)
+                    _learn(channel, dispatch, now, refused=refused)
                 until = now + dt.timedelta(seconds=each.wait)
                 if dispatch.retry_after_until is None or dispatch.retry_after_until < until:
                     dispatch.retry_after_until = until
@@ -246,6 +327,26 @@ def record_verdicts(channel_id: int, verdicts: list[Verdict], *, now: dt.datetim
                 if dispatch.probe_successes >= settings.BREAKER_CLOSE_AFTER:
                     _close(channel, dispatch, now)
         _save(dispatch, now, channel)
+
+
+def _learn(channel: Channel, dispatch: ChannelDispatch, now: dt.datetime, *, refused: int) -> None:
+    """A 429, the first of a hold, with `refused` in its batch: the app gets less from now on.
+    What it took in the last second: what it got less what it refused (a batch of claims that
+    went at once is refused at once, and its answers come together)."""
+    known = learned_rate(channel, dispatch, now) or sending_rate(dispatch, now) - refused
+    if channel.rate_limit is not None:
+        known = min(known, channel.rate_limit) if known else channel.rate_limit
+    if known < 1.0:
+        return  # too little sent to learn a rate from: the hold alone slows it
+    rate = max(known * settings.THROTTLE_LEARN_PERCENT / 100, 0.1)
+    if dispatch.learned_rate is None:
+        logger.warning(
+            "channel %s: the app asked to wait at about %.1f attempts/s; sending %.1f/s",
+            channel.pk,
+            known,
+            rate,
+        )
+    dispatch.learned_rate, dispatch.learned_at = rate, now
 
 
 def _trips(dispatch: ChannelDispatch) -> bool:

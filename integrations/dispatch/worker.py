@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 import orjson
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
-from django.db.models import Count, F, Max
+from django.db.models import Count, Exists, F, Max, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from common.database import is_postgresql
@@ -48,6 +49,7 @@ from integrations.dispatch.signing import (
 from integrations.lifecycle import policies, transitions
 from integrations.models import (
     Channel,
+    ChannelDispatch,
     EngineEvent,
     FailedIntegration,
     RetryAttempt,
@@ -192,16 +194,17 @@ class Worker:
         now = timezone.now()
         lease_until = now + dt.timedelta(seconds=self.config.lease)
         self.limited = False  # due records waited for a limit (rate, window, in flight)
-        channels = list(Channel.objects.filter(is_active=True).exclude(retry_endpoint=""))
+        # One statement finds the channels with due records, whatever their number, and what
+        # each has in flight; those whose app waits (a pause, an open circuit, a Retry-After)
+        # are passed over without a lock.
+        channels = []
+        for channel in sendable_channels(now):
+            why = protection.waiting(channel, getattr(channel, "dispatch", None) or NEW, now)
+            if why is None:
+                channels.append(channel)
+            elif why == protection.LIMITED:
+                self.limited = True
         random.shuffle(channels)
-        in_flight = dict(
-            FailedIntegration.objects.filter(
-                channel__in=channels, is_active=True, lease_expires_at__gt=now
-            )
-            .values_list("channel")
-            .annotate(n=Count("*"))
-            .order_by()
-        )
         ids: list[int] = []
         most = self.config.batch if limit is None else limit
         for index, channel in enumerate(channels):
@@ -210,11 +213,7 @@ class Worker:
                 break
             share = math.ceil(room / (len(channels) - index))
             ids += self._claim_channel(
-                channel,
-                want=share,
-                in_flight=in_flight.get(channel.pk, 0),
-                now=now,
-                until=lease_until,
+                channel, want=share, in_flight=channel.in_flight, now=now, until=lease_until
             )
         if not ids:
             return []
@@ -227,18 +226,13 @@ class Worker:
     def _claim_channel(
         self, channel: Channel, *, want: int, in_flight: int, now: dt.datetime, until: dt.datetime
     ) -> list[int]:
-        due = (
-            FailedIntegration.objects.filter(
-                channel=channel, next_retry_at__lte=now, is_active=True, parked=False
-            )
-            .exclude(lease_expires_at__gt=now)
-            .exclude(expiration_date__lte=now)
-            .order_by("next_retry_at")
-        )
-        if not due.exists():
-            return []
+        due = due_records(now).filter(channel=channel).order_by("next_retry_at")
         with transaction.atomic():
             dispatch = protection.locked(channel.pk)
+            if in_flight + want > protection.in_flight_cap(channel, dispatch):
+                # The cap may bind: what is in flight now, as the lock sees it (the count read
+                # before it may be another worker's claim behind).
+                in_flight = leased_records(now).filter(channel=channel).count()
             allowed = protection.allowance(
                 channel, dispatch, in_flight=in_flight, want=want, now=now
             )
@@ -311,6 +305,44 @@ class Worker:
                 seconds * 1000,
             )
         return dataclasses.replace(result, seconds=seconds)
+
+
+NEW = ChannelDispatch()  # a channel's dispatch before its first claim: nothing to wait for
+
+
+def due_records(now: dt.datetime):
+    """The records a worker may lease now, whatever their channel's app allows: due, active,
+    not parked, not leased, not expired."""
+    return (
+        FailedIntegration.objects.filter(next_retry_at__lte=now, is_active=True, parked=False)
+        .exclude(lease_expires_at__gt=now)
+        .exclude(expiration_date__lte=now)
+    )
+
+
+def leased_records(now: dt.datetime):
+    """The records in flight: leased, the lease not yet lapsed."""
+    return FailedIntegration.objects.filter(is_active=True, lease_expires_at__gt=now)
+
+
+def sendable_channels(now: dt.datetime) -> list[Channel]:
+    """The active channels with an endpoint and due records, each with its dispatch row and the
+    records it has in flight (`in_flight`): one statement, an index probe per channel."""
+    leased = (
+        leased_records(now)
+        .filter(channel=OuterRef("pk"))
+        .order_by()
+        .values("channel")
+        .annotate(n=Count("*"))
+        .values("n")
+    )
+    return list(
+        Channel.objects.filter(is_active=True)
+        .exclude(retry_endpoint="")
+        .filter(Exists(due_records(now).filter(channel=OuterRef("pk"))))
+        .annotate(in_flight=Coalesce(Subquery(leased), 0))
+        .select_related("dispatch")
+    )
 
 
 def signed_headers(body: bytes, secrets: tuple[str, ...], *, idempotency_key: str) -> dict:

@@ -36,6 +36,10 @@ class Receiver:
     lock: threading.Lock = field(default_factory=threading.Lock)
     in_flight: int = 0
     most_in_flight: int = 0  # the most requests it was answering at once
+    # Takes at most this many requests in any second; answers the others 429, Retry-After: 1.
+    rate_limit: int | None = None
+    taken: list[float] = field(default_factory=list)  # when it took each (with a rate limit)
+    throttled: list[float] = field(default_factory=list)  # when it answered 429 for that
 
     def start(self) -> Receiver:
         receiver = self
@@ -54,6 +58,13 @@ class Receiver:
                         if receiver.script
                         else (receiver.status, receiver.headers)
                     )
+                    if receiver.rate_limit is not None:
+                        recent = [t for t in receiver.taken if t > arrived.at - 1.0]
+                        if len(recent) >= receiver.rate_limit:
+                            status, headers = 429, {"Retry-After": "1"}
+                            receiver.throttled.append(arrived.at)
+                        else:
+                            receiver.taken.append(arrived.at)
                 try:
                     if receiver.delay:
                         time.sleep(receiver.delay)

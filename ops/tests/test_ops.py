@@ -360,3 +360,14 @@ def test_an_open_circuit_and_a_pause_show_in_the_metrics(channel, other_channel)
     assert value(samples, "fi_channel_dispatch_held", channel=one, reason="circuit") == 1
     assert value(samples, "fi_channel_dispatch_held", channel=one, reason="paused") == 0
     assert value(samples, "fi_channel_dispatch_held", channel=other, reason="paused") == 1
+
+
+def test_a_learned_rate_shows_in_the_metrics(channel, other_channel):
+    from integrations.models import ChannelDispatch
+
+    ChannelDispatch.objects.create(channel=channel, learned_rate=42.5, learned_at=timezone.now())
+
+    samples = scrape(Client())
+
+    assert value(samples, "fi_channel_learned_rate", channel=str(channel.pk)) == 42.5
+    assert value(samples, "fi_channel_learned_rate", channel=str(other_channel.pk)) == 0

@@ -17,6 +17,7 @@ from integrations.dispatch import protection
 from integrations.dispatch.worker import Worker, WorkerConfig
 from integrations.lifecycle.states import dispatch_of, record_state
 from integrations.models import (
+    Channel,
     ChannelDispatch,
     EngineEvent,
     FailedIntegration,
@@ -284,7 +285,84 @@ def test_the_concurrency_cap_holds(channel, app, make_failed):
     assert app.most_in_flight <= 2
 
 
-def test_a_drain_after_recovery_starts_slow(channel, app, make_failed, settings):
+def test_a_drain_after_recovery_goes_at_the_rate_limit_at_once(channel, app, make_failed):
+    channel.rate_limit = 10
+    channel.save()
+    due_records(make_failed, 4)
+    protection.pause(channel, by="operator")
+    protection.resume(channel, by="operator")
+
+    assert protection.effective_rate(channel, dispatch(channel), timezone.now()) == 10
+    work_until(lambda: len(app.received) == 4, batch=32)
+    times = sorted(item.at for item in app.received)
+    assert times[-1] - times[0] >= 0.25  # a token at a time, not all at once
+
+
+def test_a_429_teaches_the_app_s_rate(channel, app, make_failed):
+    """An app that takes 20 requests a second and answers 429 above: after the 429s of the
+    first moment, the engine sends below its rate and the 429s stop; no retry is used."""
+    app.rate_limit = 20
+    due_records(make_failed, 90)
+
+    work_until(
+        lambda: not FailedIntegration.objects.filter(channel=channel, is_active=True).exists(),
+        batch=32,
+        concurrency=8,
+        timeout=30,
+    )
+
+    learned = dispatch(channel).learned_rate
+    assert app.throttled and learned is not None and 12 <= learned <= 22
+    # The 429s came while the engine learned, within a moment of the first; a few more at
+    # most, each lowering the rate a little, should the first lesson have come from a batch
+    # of answers split between two gathers (a busy machine), not a burst at each hold's end.
+    later = [t for t in app.throttled if t > app.throttled[0] + 1.5]
+    assert len(later) <= 5, f"{len(later)} of {len(app.throttled)} 429s came later"
+    assert retries_used(channel) == 0
+    health = protection.effective_rate(channel, dispatch(channel), timezone.now())
+    assert health == pytest.approx(learned)
+
+
+def test_each_hold_lowers_the_learned_rate_once(channel, settings):
+    settings.THROTTLE_LEARN_PERCENT = 90
+    now = timezone.now()
+    later = lambda seconds: now + dt.timedelta(seconds=seconds)  # noqa: E731
+    success, wait = (
+        protection.Verdict(protection.SUCCESS),
+        protection.Verdict(protection.THROTTLED, 1.0),
+    )
+    protection.taken(channel, protection.locked(channel.pk), 30, now)  # 30 sent
+    protection.record_verdicts(channel.pk, [success] * 20, now=now)
+    # 429s together, as the attempts in flight get them: one lesson, from the 30 sent less
+    # the 5 refused.
+    protection.record_verdicts(channel.pk, [wait] * 5, now=later(0.5))
+    assert dispatch(channel).learned_rate == pytest.approx(22.5)
+    protection.record_verdicts(channel.pk, [wait], now=later(0.9))  # the same hold
+    assert dispatch(channel).learned_rate == pytest.approx(22.5)
+    protection.record_verdicts(channel.pk, [wait], now=later(2))  # after it: another lesson
+    assert dispatch(channel).learned_rate == pytest.approx(20.25)
+
+
+def test_a_learned_rate_grows_back_and_is_forgotten(channel, settings):
+    now = timezone.now()
+    later = lambda seconds: now + dt.timedelta(seconds=seconds)  # noqa: E731
+    growth, memory = settings.THROTTLE_GROWTH_SECONDS, settings.THROTTLE_MEMORY_SECONDS
+    learned = ChannelDispatch(channel=channel, learned_rate=10.0, learned_at=now)
+    assert protection.effective_rate(channel, learned, now) == 10
+    assert protection.effective_rate(channel, learned, later(growth)) == pytest.approx(11)
+    assert protection.effective_rate(channel, learned, later(memory)) is None
+    assert learned.learned_rate is None  # forgotten
+    # Grown up to the rate limit, the rate limit rules again.
+    channel.rate_limit = 12
+    learned = ChannelDispatch(channel=channel, learned_rate=10.0, learned_at=now)
+    assert protection.effective_rate(channel, learned, later(growth)) == pytest.approx(11)
+    assert protection.effective_rate(channel, learned, later(2 * growth)) == 12
+    assert learned.learned_rate is None
+
+
+def test_a_drain_after_recovery_without_a_rate_limit_starts_slow(
+    channel, app, make_failed, settings
+):
     settings.DRAIN_START_RATE = 5
     settings.DRAIN_DOUBLING_SECONDS = 60
     due_records(make_failed, 12)
@@ -393,3 +471,45 @@ def test_a_slow_channel_app_holds_only_its_own_attempts(channel, other_channel, 
     # Every fast record (several claims' worth: the batch is 8) was done before the slow app
     # answered its first.
     assert fast_done < slow_done
+
+
+def test_a_claim_s_statements_do_not_grow_with_the_channels(channel, app, make_failed):
+    """Channels without due records, and channels whose app waits (paused here), cost a claim
+    nothing: one statement finds the channels it may send to."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def statements() -> int:
+        FailedIntegration.objects.update(lease_expires_at=None, lease_owner="")
+        with CaptureQueriesContext(connection) as queries:
+            claimed = Worker(WorkerConfig(batch=2)).claim()
+        assert [item.record.channel_id for item in claimed] == [channel.pk, channel.pk]
+        return len(queries)
+
+    due_records(make_failed, 2)
+    statements()  # the first claim makes the channel's dispatch row
+    before = statements()
+    for n in range(30):
+        Channel.objects.create(name=f"idle {n}", retry_endpoint=app.url)
+    for n in range(10):
+        paused = Channel.objects.create(name=f"paused {n}", retry_endpoint=app.url)
+        due_records(make_failed, 1, channel=paused)
+        protection.pause(paused, by="operator")
+
+    assert statements() == before
+
+
+def test_a_claim_counts_what_is_in_flight_under_the_lock(channel, app, make_failed):
+    """Two workers that read the channel's in-flight count before either claimed: the second
+    one's claim, under the lock, sees the first one's leases and keeps the send window."""
+    due_records(make_failed, 20)
+    first, second = Worker(WorkerConfig(batch=20)), Worker(WorkerConfig(batch=20))
+    stale = Channel.objects.get(pk=channel.pk)  # as both read it: nothing in flight
+    now = timezone.now()
+    until = now + dt.timedelta(seconds=60)
+    window = protection.window_of(ChannelDispatch())
+
+    taken = first._claim_channel(stale, want=20, in_flight=0, now=now, until=until)
+    again = second._claim_channel(stale, want=20, in_flight=0, now=now, until=until)
+
+    assert len(taken) == window and again == []

@@ -147,3 +147,32 @@ def test_four_workers_keep_a_channel_s_rate_limit_between_them(channel, product_
     busiest = max(sum(start <= t < start + 1.0 for t in times) for start in times)
     assert busiest <= 22, busiest
     assert len(set(RetryAttempt.objects.values_list("worker", flat=True))) >= 2
+
+
+def test_four_workers_keep_a_channel_s_send_window_between_them(channel, product_type):
+    """An app that is down from the start: four workers' claims together send it at most the
+    first send window (BREAKER_FAILURES attempts) before its circuit opens, not one window
+    each; no other record's retry is used."""
+    from django.conf import settings
+
+    from integrations.tests.receiver import closed_port_url
+
+    channel.retry_endpoint = closed_port_url()
+    channel.save()
+    records = due_records(channel, product_type, 200)
+    workers = [worker_process("--concurrency", "8", "--batch", "50") for _ in range(4)]
+    try:
+        assert wait_until(
+            lambda: RetryAttempt.objects.filter(outcome="refused").exists(), timeout=30
+        )
+        time.sleep(2)  # the claims of every worker have come round
+    finally:
+        for process in workers:
+            process.send_signal(signal.SIGTERM)
+        outputs = [process.communicate(timeout=60)[0] for process in workers]
+
+    assert all(process.returncode == 0 for process in workers), outputs
+    refused = RetryAttempt.objects.filter(outcome="refused").count()
+    assert refused <= settings.BREAKER_FAILURES, refused
+    used = FailedIntegration.objects.filter(pk__in=records, retry_count__gt=1).count()
+    assert used == refused

@@ -39,8 +39,8 @@ MIDDLEWARE = [
 # The app of the models served (see views.py).
 OBVIOUS_MODELS = "integrations"
 
-ROOT_URLCONF = "bench.obvious.urls"
-WSGI_APPLICATION = "bench.obvious.wsgi.application"
+ROOT_URLCONF = "bench.peers.obvious.urls"
+WSGI_APPLICATION = "bench.peers.obvious.wsgi.application"
 
 TEMPLATES = [
     {

@@ -10,7 +10,7 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 
 # The app whose Channel and FailedIntegration are served: the service's `integrations` (the
-# `obvious` peer) or the implementation's own schema, `obvious_own` (bench/obvious_own).
+# `obvious` peer) or the implementation's own schema, `obvious_own` (bench/peers/obvious_own).
 Channel = apps.get_model(settings.OBVIOUS_MODELS, "Channel")
 FailedIntegration = apps.get_model(settings.OBVIOUS_MODELS, "FailedIntegration")
 

@@ -2,5 +2,5 @@
 
 It serves the service's own tables (the `integrations` models) with DRF's stock parts: a
 ModelViewSet, a ModelSerializer, PageNumberPagination, django-filter and DRF's authtoken. The
-same code serves a schema of its own (bench/obvious_own) when OBVIOUS_MODELS names that app.
+same code serves a schema of its own (bench/peers/obvious_own) when OBVIOUS_MODELS names that app.
 """
