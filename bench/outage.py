@@ -2,10 +2,11 @@
 
     bench/outage [--records 10000] [--repeat 1] [--peers ours,celery]
 
-Ten channels with `--records` due records each. Channel A's app refuses connections for the
-first `--down` seconds (60) and then recovers; channel B's app answers in `--b-latency` seconds
-(0.2) and answers 429 (`Retry-After: 1`) above `--b-rate` requests a second (50); the other eight
-answer at once. Each peer gets 4 worker processes (`--workers`) of 16 threads (`--concurrency`):
+Ten channels with `--records` due records each, in a database made afresh for every run.
+Channel A's app refuses connections for the first `--down` seconds (60) and then recovers;
+channel B's app answers in `--b-latency` seconds (0.2) and answers 429 (`Retry-After: 1`) above
+`--b-rate` requests a second (50); the other eight answer at once. Each peer gets 4 worker
+processes (`--workers`) of 16 threads (`--concurrency`):
 
 * `ours`: `manage.py run_worker`, the channels as an operator would set them up: A with a rate
   limit (`--a-rate-limit`, 100/s: its drain after the recovery), B with none (the engine learns
@@ -98,6 +99,13 @@ class Receiver:
             self.process = None
 
 
+def fresh_database(name: str, *, template: str | None = None) -> None:
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        made_from = f' TEMPLATE "{template}"' if template else ""
+        admin.execute(f'CREATE DATABASE "{name}"{made_from}')
+
+
 def stop_all(processes: list[subprocess.Popen], sig: int = signal.SIGTERM) -> None:
     for process in processes:
         if process.poll() is None:
@@ -142,8 +150,11 @@ def outcome(scenario: Scenario, stats: dict, exhausted: dict, refused: int, elap
 class Ours:
     name = "ours"
 
-    def __init__(self, args: argparse.Namespace, receiver: Receiver, env: dict, url: str):
-        self.args, self.receiver, self.env, self.url = args, receiver, env, url
+    def __init__(self, args: argparse.Namespace, receiver: Receiver, env: dict, template: str):
+        """`template`: the migrated database every run's database is made from afresh (so that
+        no run inherits another's dead rows or counts); the channels are made in it here."""
+        self.args, self.receiver, self.env, self.template = args, receiver, env, template
+        self.url = env["DATABASE_URL"]
         channels = ",".join(f"('{n}', '{receiver.url(n)}')" for n in ["A", "B", *HEALTHY])
         setup = (
             "from integrations.models import Channel, RetryPolicy;"
@@ -158,14 +169,14 @@ class Ours:
             "\nprint(json.dumps({'channels': ids, 'content_type':"
             " ContentType.objects.get(app_label='products', model='product').pk}))"
         )
-        out = manage(env, "shell", "-v", "0", "-c", setup, capture_output=True, text=True)
+        in_template = {**env, "DATABASE_URL": database_url(template)}
+        out = manage(in_template, "shell", "-v", "0", "-c", setup, capture_output=True, text=True)
         made = json.loads(out.stdout.strip().splitlines()[-1])
         self.channel_ids, self.content_type = made["channels"], made["content_type"]
 
     def prepare(self, scenario: Scenario) -> None:
+        fresh_database(self.args.database, template=self.template)
         with psycopg.connect(self.url, autocommit=True) as db:
-            for table in ("retryattempt", "engineevent", "failedintegration", "channeldispatch"):
-                db.execute(f"DELETE FROM integrations_{table}")
             a_limit = self.args.a_rate_limit
             db.execute(
                 "UPDATE integrations_channel SET dispatch_held_until = NULL, max_concurrency = "
@@ -199,7 +210,7 @@ class Ours:
         self.receiver.start(scenario)
         command = [sys.executable, "manage.py", "run_worker"]
         command += ["--concurrency", str(self.args.concurrency), "--batch", str(self.args.batch)]
-        command += ["--poll", "0.05", "--housekeeping", "3600", "--lease", "30", "--timeout", "5"]
+        command += ["--poll", "0.05", "--lease", "30", "--timeout", "5"]
         self.receiver.call("POST", "/start")
         started = time.monotonic()
         workers = [
@@ -428,9 +439,8 @@ def main() -> None:
     if set(peers) - {"ours", "celery"} or args.repeat < 1:
         parser.error("--peers: ours and/or celery; --repeat >= 1")
 
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{args.database}"')
+    template = f"{args.database}_template"
+    fresh_database(template)
     url = database_url(args.database)
     env = {
         **os.environ,
@@ -441,9 +451,9 @@ def main() -> None:
     }
     receiver = Receiver({n: free_port() for n in ["A", "B", *HEALTHY]})
     try:
-        manage(env, "migrate", "-v0")
+        manage({**env, "DATABASE_URL": database_url(template)}, "migrate", "-v0")
         runners = {
-            "ours": lambda: Ours(args, receiver, env, url),
+            "ours": lambda: Ours(args, receiver, env, template),
             "celery": lambda: CeleryPeer(args, receiver),
         }
         made = {p: runners[p]() for p in peers}
@@ -462,7 +472,8 @@ def main() -> None:
     finally:
         receiver.stop()
         with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
+            for name in (args.database, template):
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     print(text)
     if not args.no_write:
         write(" ".join(["bench/outage", *sys.argv[1:]]), text)

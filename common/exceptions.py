@@ -44,13 +44,18 @@ class InvalidBody(exceptions.ValidationError):
         self.detail = body
 
 
+def database_unavailable(exc: Exception, response):
+    """Logs a lost database and gives `response` (a 503 that says so) its `Retry-After`."""
+    logger.warning("database unavailable: %s", exc)
+    response["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+    return response
+
+
 def exception_handler(exc, context):
     if isinstance(exc, OperationalError | InterfaceError):
-        logger.warning("database unavailable: %s", exc)
         set_rollback()
-        exc = ServiceUnavailable()
-        response = drf_exception_handler(exc, context)
-        response["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+        lost, exc = exc, ServiceUnavailable()
+        response = database_unavailable(lost, drf_exception_handler(exc, context))
     else:
         response = drf_exception_handler(exc, context)
     if response is None:

@@ -6,7 +6,7 @@ import re
 
 from rest_framework.exceptions import ValidationError
 
-_INTEGER_RE = re.compile(r"^-?[0-9]+$")
+_INTEGER_RE = re.compile(r"-?[0-9]+")  # ASCII digits only, the whole value (fullmatch)
 MAX_PARAM_LENGTH = 100
 
 
@@ -19,7 +19,7 @@ def int_param(query_params, name: str, *, minimum: int | None = None) -> int | N
         raise ValidationError(
             {name: [f"Ensure this value has at most {MAX_PARAM_LENGTH} characters."]}
         )
-    if not _INTEGER_RE.match(raw):
+    if not _INTEGER_RE.fullmatch(raw):
         raise ValidationError({name: ["A valid integer is required."]})
     value = int(raw)
     if minimum is not None and value < minimum:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.http import JsonResponse
 
+from common.exceptions import database_unavailable
+
 
 def _console_page(request, status: int, message: str):
     """The console's pages answer as pages; everything else as JSON."""
@@ -50,8 +52,9 @@ def health(request):
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
-    except Exception:
-        return JsonResponse({"status": "unavailable", "database": "unreachable"}, status=503)
+    except Exception as exc:
+        unavailable = {"status": "unavailable", "database": "unreachable"}
+        return database_unavailable(exc, JsonResponse(unavailable, status=503))
     return JsonResponse({"status": "ok", "database": connection.vendor})
 
 

@@ -42,6 +42,7 @@ import email.utils
 import logging
 import math
 import random
+import re
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -90,7 +91,7 @@ def wait_of(retry_after: str | None, *, now: dt.datetime) -> float:
     seconds = DEFAULT_WAIT
     if retry_after:
         text = retry_after.strip()
-        if text.isdigit():
+        if re.fullmatch(r"[0-9]{1,10}", text):  # not str.isdigit(): it takes "²"
             seconds = float(text)
         else:
             try:

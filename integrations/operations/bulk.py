@@ -27,6 +27,7 @@ import array
 import datetime as dt
 import hashlib
 import logging
+import re
 import secrets
 import time
 import zlib
@@ -174,7 +175,7 @@ def _canary(params: QueryDict, body: Mapping) -> tuple[int | None, str | None]:
     values = []
     if "canary" in params:
         raw = params.get("canary").strip()
-        if not raw.isdigit():
+        if not re.fullmatch(r"[0-9]{1,18}", raw):  # str.isdigit() takes "²" and "٣"
             return None, NOT_A_CANARY
         values.append(int(raw))
     if "canary" in body:

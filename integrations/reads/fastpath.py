@@ -14,7 +14,9 @@ It answers only the successful case. Anything else (no or bad token, unknown cha
 a bad parameter or body, a page past the end) goes on to the regular DRF view, which finds the
 same problem and answers it in the one place errors are made: the two paths cannot disagree on
 an error, and the regular path is the reference the test suite compares the fast one against.
-A write falls back only when its statement failed, that is when it wrote nothing.
+A write falls back only when its statement failed, that is when it wrote nothing; a write
+whose connection was lost (its statement may have been committed) answers 503, which the client
+retries.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from accounts.authentication import authenticates_sql, key_from_header
 from accounts.models import hash_key
 from accounts.usage import note_use, token_username
 from common.database import fetchone_prepared, is_postgresql
+from common.exceptions import ServiceUnavailable, database_unavailable, error_body
 from common.fields import INT64_MAX
 from common.pagination import PageRequest, cursor_link, page_links
 from common.parsers import JSONParser, parse_json
@@ -221,12 +224,29 @@ class FastPathMiddleware:
                 return create(request, *ids, key_hash)
         except APIException:
             return None  # the regular view answers the error
-        except (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError):
-            # A lost connection: drop it; the regular view connects again, and answers 503 if
-            # the database is really down.
+        except (
+            OperationalError,
+            InterfaceError,
+            psycopg.OperationalError,
+            psycopg.InterfaceError,
+        ) as exc:
             connection.close()
+            if request.method in WRITES:
+                # The write may have been committed before the connection was lost: the
+                # regular view would write it again. 503: the client retries it.
+                return unavailable(exc)
+            # A read: the regular view connects again, and answers 503 if the database is
+            # really down.
             return None
         return None
+
+
+WRITES = ("POST", "PUT", "PATCH")
+
+
+def unavailable(exc: Exception) -> HttpResponse:
+    body = orjson.dumps(error_body(ServiceUnavailable().detail))
+    return database_unavailable(exc, _json_response(body, status=503))
 
 
 def _json_response(body: bytes, status: int = 200) -> HttpResponse:

@@ -78,7 +78,7 @@ class DateTimeField(forms.Field):
     def to_python(self, value):
         if value in self.empty_values:
             return None
-        text = re.sub(r" (\d{2}:\d{2})$", r"+\1", value.strip())
+        text = re.sub(r" ([0-9]{2}:[0-9]{2})\Z", r"+\1", value.strip())
         try:
             return parse_datetime_utc(text)
         except OverflowError:

@@ -226,6 +226,20 @@ def test_not_ready_when_the_database_does_not_answer(client, monkeypatch):
     assert "connection refused" in answer.json()["problems"][0]["detail"]
 
 
+def test_healthz_answers_503_when_the_database_does_not_answer(client, monkeypatch):
+    assert client.get("/healthz").status_code == 200
+
+    def broken(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(connection, "cursor", broken)
+    answer = client.get("/healthz")
+
+    assert answer.status_code == 503
+    assert answer["Retry-After"]
+    assert answer.json() == {"status": "unavailable", "database": "unreachable"}
+
+
 @pytest.mark.postgres_only
 def test_not_ready_while_a_migration_is_unapplied(client, monkeypatch):
     monkeypatch.setattr(views, "_migrated", False)

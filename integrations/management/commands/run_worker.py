@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import signal
 
 from django.conf import settings
@@ -67,7 +68,7 @@ class Command(BaseCommand):
             from prometheus_client import start_http_server
 
             host, _, port = metrics_bind.rpartition(":")
-            if not port.isdigit() or not host:
+            if not re.fullmatch(r"[0-9]{1,5}", port) or not host:
                 raise CommandError("--metrics-bind takes host:port, e.g. 127.0.0.1:9101.")
             start_http_server(int(port), addr=host.strip("[]"))
         worker = Worker(config)

@@ -156,6 +156,8 @@ def test_list_page_past_the_end_answers_404(api_client, channel, make_failed):
         ("limit", "0", "Ensure this value is greater than or equal to 1."),
         ("limit", "-5", "Ensure this value is greater than or equal to 1."),
         ("limit", "ten", "A valid integer is required."),
+        ("limit", "5\n", "A valid integer is required."),  # `$` would take the newline
+        ("page", "\u0663", "A valid integer is required."),  # an Arabic-Indic three
         ("limit", "9" * 101, "Ensure this value has at most 100 characters."),
         ("channel", "x", "A valid integer is required."),
     ],

@@ -417,6 +417,13 @@ def test_the_verdicts():
     assert verdict(AttemptOutcome.HTTP_ERROR, 429, "soon", now=now).wait == protection.DEFAULT_WAIT
 
 
+def test_a_retry_after_in_other_digits_is_the_default_wait():
+    now = timezone.now()
+    assert protection.wait_of("7", now=now) == 7
+    for text in ("²", "٣", "7\n7", "1e3"):
+        assert protection.wait_of(text, now=now) == protection.DEFAULT_WAIT
+
+
 def test_a_half_open_circuit_waits_for_a_retry_after_before_its_next_probe(channel):
     now = timezone.now()
     dispatch = ChannelDispatch.objects.create(

@@ -176,3 +176,32 @@ def test_four_workers_keep_a_channel_s_send_window_between_them(channel, product
     assert refused <= settings.BREAKER_FAILURES, refused
     used = FailedIntegration.objects.filter(pk__in=records, retry_count__gt=1).count()
     assert used == refused
+
+
+def test_sigterm_finishes_the_attempts_in_flight_and_gives_back_the_leases(channel, product_type):
+    """A worker told to stop claims nothing more, finishes the attempts it has in flight
+    (their outcomes are written), and leaves no lease behind: the rest are due again at once,
+    their retries untouched."""
+    receiver = Receiver(delay=1.0).start()
+    channel.retry_endpoint = receiver.url
+    channel.save()
+    records = due_records(channel, product_type, 30)
+    worker = worker_process("--concurrency", "4", "--batch", "4")
+    try:
+        assert wait_until(lambda: len(receiver.received) >= 4, timeout=30)
+        worker.send_signal(signal.SIGTERM)
+        output = worker.communicate(timeout=30)[0]
+    finally:
+        receiver.stop()
+
+    assert worker.returncode == 0, output
+    sent = {item.json["failed_integration"]["pk"] for item in receiver.received}
+    assert len(sent) == len(receiver.received) >= 4
+    resolved = set(FailedIntegration.objects.filter(is_active=False).values_list("pk", flat=True))
+    assert resolved == sent  # every attempt in flight finished, and only those were made
+    assert RetryAttempt.objects.filter(outcome="success").count() == len(sent)
+    left = FailedIntegration.objects.filter(pk__in=records, is_active=True)
+    assert left.count() == 30 - len(sent)
+    assert not left.exclude(lease_owner="").exists()
+    assert not left.filter(lease_expires_at__isnull=False).exists()
+    assert set(left.values_list("retry_count", flat=True)) == {1}

@@ -93,6 +93,8 @@ def test_a_failed_canary_leaves_the_rest_as_they_were(api_client, channel, recei
         ("park", "&canary=2", None),  # retry only
         ("retry", "&canary=0", None),
         ("retry", "&canary=two", None),
+        ("retry", "&canary=%C2%B2", None),  # "²": a digit to str.isdigit(), not to int()
+        ("retry", "&canary=%D9%A3", None),  # "٣", an Arabic-Indic three
         ("retry", f"&canary={bulk.CANARY_MAX + 1}", None),
         ("retry", "", {"canary": True}),
         ("retry", "", {"canary": 2.5}),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import psycopg
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -541,3 +542,31 @@ def test_the_service_connection_does_not_jit_compile():
     with connection.cursor() as cursor:
         cursor.execute("SHOW jit")
         assert cursor.fetchone()[0] == "off"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_report_whose_connection_is_lost_after_its_insert_answers_503_and_is_stored_once(
+    api_client, channel, product_type, monkeypatch
+):
+    """The INSERT was committed, but the connection broke before its row came back: the
+    regular view must not insert it again. 503 with Retry-After; the client retries."""
+    counted = fastpath.fetchone_prepared
+
+    def lost_after_the_insert(sql, params):
+        row = counted(sql, params)
+        if "INSERT INTO" in sql:
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return row
+
+    monkeypatch.setattr(fastpath, "fetchone_prepared", lost_after_the_insert)
+
+    response = api_client.post(
+        f"/api/v1/channel/{channel.pk}/failed_integrations/",
+        report(content_type=product_type.pk),
+        format="json",
+    )
+
+    assert response.status_code == 503
+    assert response.json()["code"] == "database_unavailable"
+    assert int(response["Retry-After"]) > 0
+    assert FailedIntegration.objects.filter(channel=channel).count() == 1

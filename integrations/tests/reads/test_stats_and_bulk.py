@@ -220,6 +220,38 @@ def test_fail_bulk_with_one_bad_item_records_nothing(api_client, channel, produc
     assert not FailedIntegration.objects.exists()
 
 
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_bulk_report_the_database_fails_midway_stores_none_of_its_items(
+    api_client, channel, product_type
+):
+    """The database cancels the batch's statement at its second row (as a statement timeout
+    would): 503, and not one item of the batch is stored."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION test_cancel_999() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF NEW.object_id = 999 THEN RAISE EXCEPTION 'canceling statement' USING "
+            "ERRCODE = 'query_canceled'; END IF; RETURN NEW; END $$"
+        )
+        cursor.execute(
+            "CREATE TRIGGER test_cancel_999 BEFORE INSERT ON integrations_failedintegration "
+            "FOR EACH ROW EXECUTE FUNCTION test_cancel_999()"
+        )
+    try:
+        batch = [item(product_type, object_id=n) for n in (1, 999, 3)]
+        response = api_client.post(bulk_url(channel), batch, format="json")
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER test_cancel_999 ON integrations_failedintegration")
+            cursor.execute("DROP FUNCTION test_cancel_999()")
+
+    assert response.status_code == 503, response.content
+    assert response.json()["code"] == "database_unavailable" and response["Retry-After"]
+    assert not FailedIntegration.objects.filter(channel=channel).exists()
+
+
 def test_fail_bulk_with_another_channels_item(api_client, channel, other_channel, product_type):
     items = [item(product_type), item(product_type, channel=other_channel.pk)]
 
