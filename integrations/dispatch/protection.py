@@ -71,6 +71,7 @@ OPENED, CLOSED, DISABLED = "channel.circuit_opened", "channel.circuit_closed", "
 class Verdict:
     kind: str  # SUCCESS, THROTTLED, APP_FAILURE or ITEM_FAILURE
     wait: float = 0.0  # seconds, when THROTTLED
+    too_many: bool = False  # THROTTLED by a 429: the app limits what it takes
 
 
 def verdict(outcome: str, http_status: int | None, retry_after: str | None, *, now) -> Verdict:
@@ -80,7 +81,7 @@ def verdict(outcome: str, http_status: int | None, retry_after: str | None, *, n
     if outcome != AttemptOutcome.HTTP_ERROR or http_status is None:
         return Verdict(APP_FAILURE)  # no answer: refused, timed out, broken
     if http_status == 429 or (http_status == 503 and retry_after is not None):
-        return Verdict(THROTTLED, wait_of(retry_after, now=now))
+        return Verdict(THROTTLED, wait_of(retry_after, now=now), too_many=http_status == 429)
     if http_status >= 500 or http_status == 408:
         return Verdict(APP_FAILURE)
     return Verdict(ITEM_FAILURE)
@@ -299,9 +300,12 @@ def record_verdicts(channel_id: int, verdicts: list[Verdict], *, now: dt.datetim
         for each in verdicts:
             if each.kind == THROTTLED:
                 dispatch.send_window = max(1, window_of(dispatch) // 2)
-                if not (dispatch.retry_after_until and dispatch.retry_after_until > now):
-                    # Once per hold: its 429s come together.
-                    refused = sum(1 for v in verdicts if v.kind == THROTTLED)
+                if each.too_many and not (
+                    dispatch.retry_after_until and dispatch.retry_after_until > now
+                ):
+                    # Once per hold: its 429s come together. (A 503's wait teaches nothing:
+                    # an app down for maintenance does not limit a rate.)
+                    refused = sum(1 for v in verdicts if v.too_many)
                     _learn(channel, dispatch, now, refused=refused)
                 until = now + dt.timedelta(seconds=each.wait)
                 if dispatch.retry_after_until is None or dispatch.retry_after_until < until:

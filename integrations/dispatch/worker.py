@@ -103,6 +103,8 @@ class Worker:
         self.poster = Poster(timeout=config.timeout)
         self.pool = ThreadPoolExecutor(max_workers=config.concurrency)
         self.last_housekeeping = 0.0
+        self.housekeeper: threading.Thread | None = None
+        self.housekeeping_beside = False  # in a thread of its own (see start_housekeeping)
         self.last_beat = -math.inf
         self.limited = False
 
@@ -119,6 +121,9 @@ class Worker:
         finishes what is in flight, and ends."""
         made = 0
         flying: dict[Future, Claimed] = {}
+        # A worker that runs until stopped keeps house beside its attempts; one that runs
+        # once (a command, a test) in its own loop and transaction, as before it ends.
+        self.housekeeping_beside = not once and is_postgresql()
         while True:
             stopping = self.stopping.is_set()
             if stopping and not flying:
@@ -129,7 +134,7 @@ class Worker:
             if not stopping and (
                 time.monotonic() - self.last_housekeeping >= self.config.housekeeping_every
             ):
-                self.housekeeping()
+                self.start_housekeeping()
             claimed: list[Claimed] = []
             room = self.config.batch - len(flying)
             # Claims of half the batch at least (each claim is a few statements).
@@ -155,6 +160,8 @@ class Worker:
                     min(self.config.poll, LIMITED_WAIT) if self.limited else self.config.poll
                 )
         self.pool.shutdown(wait=True)
+        if self.housekeeper is not None:
+            self.housekeeper.join()
         self.poster.close()
         WorkerHeartbeat.objects.filter(name=self.config.name).delete()  # stopped, and said so
         return made
@@ -173,6 +180,32 @@ class Worker:
 
     def stop(self) -> None:
         self.stopping.set()
+
+    def start_housekeeping(self) -> None:
+        """Housekeeping, on PostgreSQL in a thread of its own (with its own connection) unless
+        the worker runs once: a compaction or a vacuum that takes long must not hold the
+        outcomes of the attempts in flight, whose leases would lapse into a second delivery.
+        One run at a time."""
+        self.last_housekeeping = time.monotonic()
+        if not self.housekeeping_beside:
+            self.housekeeping()  # SQLite (one connection, one writer), or `once`
+            return
+        if self.housekeeper is not None and self.housekeeper.is_alive():
+            return
+        self.housekeeper = threading.Thread(
+            target=self._housekeeping_thread, name="housekeeping", daemon=True
+        )
+        self.housekeeper.start()
+
+    def _housekeeping_thread(self) -> None:
+        try:
+            self.housekeeping()
+        except Exception:
+            logger.exception(
+                "housekeeping failed; it runs again in %s s", self.config.housekeeping_every
+            )
+        finally:
+            connection.close()  # this thread's own
 
     def housekeeping(self) -> None:
         self.last_housekeeping = time.monotonic()

@@ -329,7 +329,7 @@ def test_each_hold_lowers_the_learned_rate_once(channel, settings):
     later = lambda seconds: now + dt.timedelta(seconds=seconds)  # noqa: E731
     success, wait = (
         protection.Verdict(protection.SUCCESS),
-        protection.Verdict(protection.THROTTLED, 1.0),
+        protection.Verdict(protection.THROTTLED, 1.0, too_many=True),
     )
     protection.taken(channel, protection.locked(channel.pk), 30, now)  # 30 sent
     protection.record_verdicts(channel.pk, [success] * 20, now=now)
@@ -341,6 +341,18 @@ def test_each_hold_lowers_the_learned_rate_once(channel, settings):
     assert dispatch(channel).learned_rate == pytest.approx(22.5)
     protection.record_verdicts(channel.pk, [wait], now=later(2))  # after it: another lesson
     assert dispatch(channel).learned_rate == pytest.approx(20.25)
+
+
+def test_a_503_s_wait_holds_but_teaches_no_rate(channel):
+    now = timezone.now()
+    protection.taken(channel, protection.locked(channel.pk), 30, now)
+    maintenance = protection.verdict(AttemptOutcome.HTTP_ERROR, 503, "60", now=now)
+    assert maintenance.kind == protection.THROTTLED and not maintenance.too_many
+
+    protection.record_verdicts(channel.pk, [maintenance], now=now)
+
+    assert dispatch(channel).retry_after_until is not None
+    assert dispatch(channel).learned_rate is None
 
 
 def test_a_learned_rate_grows_back_and_is_forgotten(channel, settings):

@@ -205,3 +205,52 @@ def test_sigterm_finishes_the_attempts_in_flight_and_gives_back_the_leases(chann
     assert not left.exclude(lease_owner="").exists()
     assert not left.filter(lease_expires_at__isnull=False).exists()
     assert set(left.values_list("retry_count", flat=True)) == {1}
+
+
+def test_a_long_housekeeping_does_not_hold_the_outcomes_of_the_attempts_in_flight(
+    channel, product_type, monkeypatch
+):
+    """A compaction or a vacuum that takes long (here: until the test lets it end) runs beside
+    the attempts: their outcomes are written meanwhile, so their leases do not lapse into a
+    second delivery by another worker."""
+    import threading
+
+    from django.db import connections
+
+    from integrations.dispatch.worker import Worker, WorkerConfig
+
+    receiver = Receiver().start()
+    channel.retry_endpoint = receiver.url
+    channel.save()
+    records = due_records(channel, product_type, 20)
+    release, started = threading.Event(), threading.Event()
+
+    def slow_housekeeping(self):
+        started.set()
+        release.wait(30)
+
+    monkeypatch.setattr(Worker, "housekeeping", slow_housekeeping)
+    worker = Worker(WorkerConfig(batch=5, poll=0.05, housekeeping_every=0.01, lease=5))
+
+    def work():
+        try:
+            worker.run()
+        finally:
+            connections.close_all()
+
+    running = threading.Thread(target=work)
+    running.start()
+    try:
+        assert started.wait(10)
+        resolved = wait_until(
+            lambda: not FailedIntegration.objects.filter(pk__in=records, is_active=True).exists(),
+            timeout=20,
+        )
+    finally:
+        release.set()
+        worker.stop()
+        running.join(30)
+        receiver.stop()
+
+    assert resolved, "the outcomes waited for the housekeeping"
+    assert receiver.per_record().most_common(1)[0][1] == 1
