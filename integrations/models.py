@@ -313,11 +313,11 @@ class ChannelDispatch(models.Model):
     tokens = models.FloatField(default=0.0)
     tokens_at = models.DateTimeField(null=True, blank=True)
     recovering_since = models.DateTimeField(null=True, blank=True)
-    # Attempts sent since `sent_since` (a window of a second or more), and the rate of the window
-    # before: what the app was getting when it first answered 429.
-    sent_since = models.DateTimeField(null=True, blank=True)
-    sent_count = models.PositiveIntegerField(default=0)
-    sent_rate = models.FloatField(null=True, blank=True)
+    # Answers the app gave (other than a 429) since `answered_since` (a window of a second or
+    # more), and the rate of the window before: what it was taking when it first answered 429.
+    answered_since = models.DateTimeField(null=True, blank=True)
+    answered_count = models.PositiveIntegerField(default=0)
+    answered_rate = models.FloatField(null=True, blank=True)
     # The rate the app's 429s taught (attempts/s, null: none), and when its last 429 came.
     learned_rate = models.FloatField(null=True, blank=True)
     learned_at = models.DateTimeField(null=True, blank=True)

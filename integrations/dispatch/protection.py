@@ -12,7 +12,7 @@ now, and what its answers say about it.
 * **Asked to wait**: a 429, or a 503 with `Retry-After`, holds the channel's dispatch until then
   and is not counted as an attempt of the record (outcome `throttled`). It also teaches the
   channel a rate (`ChannelDispatch.learned_rate`): THROTTLE_LEARN_PERCENT of the rate the app was
-  taking when the first came (what it got in the last second, less what it refused), or of the
+  taking when the first came (what it answered, other than 429s, in the last second), or of the
   learned rate at a later one.
   The learned rate limits like the rate limit; it grows by a tenth every THROTTLE_GROWTH_SECONDS
   without a 429 (so that a limit the app raised is found again), and is forgotten after
@@ -259,23 +259,27 @@ def taken(channel: Channel, dispatch: ChannelDispatch, count: int, now: dt.datet
         return
     if dispatch.tokens_at is not None:
         dispatch.tokens -= count
-    elapsed = (now - dispatch.sent_since).total_seconds() if dispatch.sent_since else None
-    if elapsed is None or elapsed >= 1.0:
-        dispatch.sent_rate = None if elapsed is None else dispatch.sent_count / elapsed
-        dispatch.sent_since, dispatch.sent_count = now, 0
-    dispatch.sent_count += count
     _save(dispatch, now, channel)
 
 
-def sending_rate(dispatch: ChannelDispatch, now: dt.datetime) -> float:
-    """About how many attempts the app got in the last second: this window's, and the part of
-    the window before that the last second still holds."""
-    if dispatch.sent_since is None:
+def _answered(dispatch: ChannelDispatch, count: int, now: dt.datetime) -> None:
+    """Counts `count` answers of the app (other than 429s) in the window of a second."""
+    elapsed = (now - dispatch.answered_since).total_seconds() if dispatch.answered_since else None
+    if elapsed is None or elapsed >= 1.0:
+        dispatch.answered_rate = None if elapsed is None else dispatch.answered_count / elapsed
+        dispatch.answered_since, dispatch.answered_count = now, 0
+    dispatch.answered_count += count
+
+
+def taking_rate(dispatch: ChannelDispatch, now: dt.datetime) -> float:
+    """About how many attempts the app took (answered other than 429) in the last second: this
+    window's, and the part of the window before that the last second still holds."""
+    if dispatch.answered_since is None:
         return 0.0
-    elapsed = (now - dispatch.sent_since).total_seconds()
+    elapsed = (now - dispatch.answered_since).total_seconds()
     if elapsed >= 1.0:
-        return dispatch.sent_count / elapsed
-    return dispatch.sent_count + (dispatch.sent_rate or 0.0) * (1.0 - max(elapsed, 0.0))
+        return dispatch.answered_count / elapsed
+    return dispatch.answered_count + (dispatch.answered_rate or 0.0) * (1.0 - max(elapsed, 0.0))
 
 
 # --- what the answers say -------------------------------------------------------------------
@@ -297,6 +301,7 @@ def record_verdicts(channel_id: int, verdicts: list[Verdict], *, now: dt.datetim
                 0,
                 0,
             )
+        _answered(dispatch, sum(1 for each in verdicts if each.kind != THROTTLED), now)
         for each in verdicts:
             if each.kind == THROTTLED:
                 dispatch.send_window = max(1, window_of(dispatch) // 2)
@@ -305,8 +310,7 @@ def record_verdicts(channel_id: int, verdicts: list[Verdict], *, now: dt.datetim
                 ):
                     # Once per hold: its 429s come together. (A 503's wait teaches nothing:
                     # an app down for maintenance does not limit a rate.)
-                    refused = sum(1 for v in verdicts if v.too_many)
-                    _learn(channel, dispatch, now, refused=refused)
+                    _learn(channel, dispatch, now)
                 until = now + dt.timedelta(seconds=each.wait)
                 if dispatch.retry_after_until is None or dispatch.retry_after_until < until:
                     dispatch.retry_after_until = until
@@ -334,11 +338,11 @@ def record_verdicts(channel_id: int, verdicts: list[Verdict], *, now: dt.datetim
         _save(dispatch, now, channel)
 
 
-def _learn(channel: Channel, dispatch: ChannelDispatch, now: dt.datetime, *, refused: int) -> None:
-    """A 429, the first of a hold, with `refused` in its batch: the app gets less from now on.
-    What it took in the last second: what it got less what it refused (a batch of claims that
-    went at once is refused at once, and its answers come together)."""
-    known = learned_rate(channel, dispatch, now) or sending_rate(dispatch, now) - refused
+def _learn(channel: Channel, dispatch: ChannelDispatch, now: dt.datetime) -> None:
+    """A 429, the first of a hold: the app gets less from now on. What it took is what it
+    answered in the last second (this batch's answers counted): counting the attempts sent
+    instead would count those still in flight, and those refused in another batch."""
+    known = learned_rate(channel, dispatch, now) or taking_rate(dispatch, now)
     if channel.rate_limit is not None:
         known = min(known, channel.rate_limit) if known else channel.rate_limit
     if known < 1.0:
