@@ -368,6 +368,9 @@ THROTTLE_GROWTH_SECONDS = env_int("THROTTLE_GROWTH_SECONDS", 300, minimum=1)
 THROTTLE_MEMORY_SECONDS = env_int("THROTTLE_MEMORY_SECONDS", 3600, minimum=1)
 # Inactive records unchanged for this many days are purged.
 RETENTION_DAYS = env_int("RETENTION_DAYS", 30, minimum=1)
+# A report's Idempotency-Key is kept this many hours: a repeat within them answers the first
+# answer again and writes nothing.
+IDEMPOTENCY_KEY_HOURS = env_int("IDEMPOTENCY_KEY_HOURS", 24, minimum=1)
 # Where "retries ran out" events are POSTed (JSON); empty: they are only logged.
 EXHAUSTION_WEBHOOK_URL = os.environ.get("EXHAUSTION_WEBHOOK_URL", "").strip()
 # The secret of the events' signatures (X-Timestamp and X-Signature, as the retry requests

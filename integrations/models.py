@@ -313,8 +313,13 @@ class ChannelDispatch(models.Model):
     tokens = models.FloatField(default=0.0)
     tokens_at = models.DateTimeField(null=True, blank=True)
     recovering_since = models.DateTimeField(null=True, blank=True)
-    # Answers the app gave (other than a 429) since `answered_since` (a window of a second or
-    # more), and the rate of the window before: what it was taking when it first answered 429.
+    # Two counts of a second's window (since `..._since`, a second or more) and the rate of the
+    # window before: the attempts sent, and the app's answers other than a 429. The sent say
+    # what the app was getting when it first answered 429; the answers, what it took at a
+    # later one (see `dispatch/protection.py`).
+    sent_since = models.DateTimeField(null=True, blank=True)
+    sent_count = models.PositiveIntegerField(default=0)
+    sent_rate = models.FloatField(null=True, blank=True)
     answered_since = models.DateTimeField(null=True, blank=True)
     answered_count = models.PositiveIntegerField(default=0)
     answered_rate = models.FloatField(null=True, blank=True)
@@ -510,3 +515,30 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.username} {self.action} on channel {self.channel_id} at {self.at}"
+
+
+class IdempotencyKey(models.Model):
+    """A report's `Idempotency-Key` (see `records/idempotency.py`): within
+    IDEMPOTENCY_KEY_HOURS, a repeat of the request answers its first answer again."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    # The SHA-256 of the route and the JSON body: a repeat with another is refused.
+    fingerprint = models.CharField(max_length=64)
+    # The records the request stored, in its order, and its answer once written (the records
+    # are answered as they are now should it not have been).
+    record_ids = models.JSONField(default=list)
+    answer = models.TextField(null=True, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "channel", "key"], name="idempotency_key_unique"
+            )
+        ]
+        indexes = [models.Index(fields=["created_at"], name="idempotency_key_created")]
+
+    def __str__(self) -> str:
+        return f"{self.key} of user {self.user_id} on channel {self.channel_id}"

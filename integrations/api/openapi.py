@@ -45,6 +45,7 @@ from integrations.reads.filtersets import (
     SortFilter,
 )
 from integrations.reads.selectors import GROUP_KEYS
+from integrations.records import idempotency
 from integrations.records.registry import (
     ANSWERED,
     BOOL,
@@ -90,6 +91,46 @@ ERROR_RESPONSES: dict[str, dict[str, Any]] = {
     "415": _error_response("The request body is not JSON (Content-Type)."),
     "503": _error_response("The database is unavailable; retry after `Retry-After` seconds."),
 }
+
+# A report's Idempotency-Key (`records/idempotency.py`), on the two reports.
+IDEMPOTENCY_KEY_PARAMETER: dict[str, Any] = {
+    "name": idempotency.HEADER,
+    "in": "header",
+    "required": False,
+    "description": (
+        "Makes the report safe to send again (after a timeout, a lost connection or a 503): "
+        "within `IDEMPOTENCY_KEY_HOURS` (24 by default), a repeat with the same key and the same "
+        "JSON body answers the first answer again (201, with `Idempotent-Replayed: true`) and "
+        "writes nothing; the same key with another body, or on the other report's route, "
+        "answers 422. Keys belong to the token's user and the channel; a refused report (4xx) "
+        "keeps none."
+    ),
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": idempotency.MAX_LENGTH,
+        "pattern": "^[ -~]+$",
+    },
+}
+IDEMPOTENCY_RESPONSES: dict[str, dict[str, Any]] = {
+    "409": _error_response(
+        "The records of this Idempotency-Key have since been deleted, or concurrent requests "
+        "with it did not settle; send it again."
+    ),
+    "422": _error_response(
+        "This Idempotency-Key was used with another request (code `idempotency_key_reused`)."
+    ),
+}
+
+
+def _idempotent(operation: dict[str, Any]) -> None:
+    operation.setdefault("parameters", []).append(copy.deepcopy(IDEMPOTENCY_KEY_PARAMETER))
+    operation["responses"].update(copy.deepcopy(IDEMPOTENCY_RESPONSES))
+    operation["responses"]["201"].setdefault("headers", {})[idempotency.REPLAYED_HEADER] = {
+        "description": "`true` when this is the first answer of the Idempotency-Key, again.",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+
 
 _KIND_SCHEMAS: dict[str, dict[str, Any]] = {
     INT: {"type": "integer"},
@@ -1153,6 +1194,8 @@ def build_document(contract: dict[str, Any] | None = None) -> dict[str, Any]:
     )
     document["paths"][STATS_PATH] = _stats_path()
     document["paths"][BULK_PATH] = _bulk_path()
+    for path in (LIST_PATH, BULK_PATH):
+        _idempotent(document["paths"][path]["post"])
     document["paths"][ATTEMPTS_PATH] = _attempts_path()
     document["paths"][f"{LIST_PATH}export/"] = _export_path()
     for action in ACTIONS:

@@ -17,7 +17,7 @@ from integrations.models import AuditEntry, BulkAction, Channel, FailedIntegrati
 from integrations.operations import bulk
 from integrations.operations.single import record_action
 from integrations.reads import export, fastpath, selectors
-from integrations.records import services
+from integrations.records import idempotency, services
 from integrations.records.representation import etag, failed_integration_data
 
 CHANNEL_NOT_FOUND = "Channel not found."
@@ -99,20 +99,30 @@ class FailedIntegrationListView(ChannelScopedView):
         )
 
     def post(self, request, channel_id: int):
-        failed = services.failed_integration_create(channel=self.channel, payload=request.data)
-        return Response(self.data(failed), status=status.HTTP_201_CREATED)
+        return idempotency.report_once(
+            idempotency.requested(request, self.channel, "create"),
+            lambda claim: [
+                services.failed_integration_create(
+                    channel=self.channel, payload=request.data, claim=claim
+                )
+            ],
+            lambda records: self.data(records[0]),
+        )
 
 
 class FailedIntegrationBulkView(ChannelScopedView):
     """`POST` a JSON array of failures: all are recorded, or none (400 naming each bad item)."""
 
     def post(self, request, channel_id: int):
-        records = services.failed_integration_bulk_create(
-            channel=self.channel, payload=request.data
-        )
-        return Response(
-            {"count": len(records), "results": [self.data(record) for record in records]},
-            status=status.HTTP_201_CREATED,
+        return idempotency.report_once(
+            idempotency.requested(request, self.channel, "bulk"),
+            lambda claim: services.failed_integration_bulk_create(
+                channel=self.channel, payload=request.data, claim=claim
+            ),
+            lambda records: {
+                "count": len(records),
+                "results": [self.data(record) for record in records],
+            },
         )
 
 

@@ -12,8 +12,8 @@ now, and what its answers say about it.
 * **Asked to wait**: a 429, or a 503 with `Retry-After`, holds the channel's dispatch until then
   and is not counted as an attempt of the record (outcome `throttled`). It also teaches the
   channel a rate (`ChannelDispatch.learned_rate`): THROTTLE_LEARN_PERCENT of the rate the app was
-  taking when the first came (what it answered, other than 429s, in the last second), or of the
-  learned rate at a later one.
+  taking when the first came (what it got in the last second, less what it refused), or at a
+  later one of the learned rate or what the app answered in the last second, if less.
   The learned rate limits like the rate limit; it grows by a tenth every THROTTLE_GROWTH_SECONDS
   without a 429 (so that a limit the app raised is found again), and is forgotten after
   THROTTLE_MEMORY_SECONDS without one.
@@ -259,27 +259,32 @@ def taken(channel: Channel, dispatch: ChannelDispatch, count: int, now: dt.datet
         return
     if dispatch.tokens_at is not None:
         dispatch.tokens -= count
+    _count(dispatch, "sent", count, now)
     _save(dispatch, now, channel)
 
 
-def _answered(dispatch: ChannelDispatch, count: int, now: dt.datetime) -> None:
-    """Counts `count` answers of the app (other than 429s) in the window of a second."""
-    elapsed = (now - dispatch.answered_since).total_seconds() if dispatch.answered_since else None
+# Two counts in the dispatch row ("sent", "answered"), each in windows of a second or more.
+def _count(dispatch: ChannelDispatch, name: str, count: int, now: dt.datetime) -> None:
+    since = getattr(dispatch, f"{name}_since")
+    elapsed = (now - since).total_seconds() if since else None
     if elapsed is None or elapsed >= 1.0:
-        dispatch.answered_rate = None if elapsed is None else dispatch.answered_count / elapsed
-        dispatch.answered_since, dispatch.answered_count = now, 0
-    dispatch.answered_count += count
+        rate = None if elapsed is None else getattr(dispatch, f"{name}_count") / elapsed
+        setattr(dispatch, f"{name}_rate", rate)
+        setattr(dispatch, f"{name}_since", now)
+        setattr(dispatch, f"{name}_count", 0)
+    setattr(dispatch, f"{name}_count", getattr(dispatch, f"{name}_count") + count)
 
 
-def taking_rate(dispatch: ChannelDispatch, now: dt.datetime) -> float:
-    """About how many attempts the app took (answered other than 429) in the last second: this
-    window's, and the part of the window before that the last second still holds."""
-    if dispatch.answered_since is None:
+def in_last_second(dispatch: ChannelDispatch, name: str, now: dt.datetime) -> float:
+    """About how many the count `name` counted in the last second: this window's, and the part
+    of the window before that the last second still holds."""
+    since, count = getattr(dispatch, f"{name}_since"), getattr(dispatch, f"{name}_count")
+    if since is None:
         return 0.0
-    elapsed = (now - dispatch.answered_since).total_seconds()
+    elapsed = (now - since).total_seconds()
     if elapsed >= 1.0:
-        return dispatch.answered_count / elapsed
-    return dispatch.answered_count + (dispatch.answered_rate or 0.0) * (1.0 - max(elapsed, 0.0))
+        return count / elapsed
+    return count + (getattr(dispatch, f"{name}_rate") or 0.0) * (1.0 - max(elapsed, 0.0))
 
 
 # --- what the answers say -------------------------------------------------------------------
@@ -301,7 +306,7 @@ def record_verdicts(channel_id: int, verdicts: list[Verdict], *, now: dt.datetim
                 0,
                 0,
             )
-        _answered(dispatch, sum(1 for each in verdicts if each.kind != THROTTLED), now)
+        _count(dispatch, "answered", sum(1 for each in verdicts if each.kind != THROTTLED), now)
         for each in verdicts:
             if each.kind == THROTTLED:
                 dispatch.send_window = max(1, window_of(dispatch) // 2)
@@ -310,7 +315,8 @@ def record_verdicts(channel_id: int, verdicts: list[Verdict], *, now: dt.datetim
                 ):
                     # Once per hold: its 429s come together. (A 503's wait teaches nothing:
                     # an app down for maintenance does not limit a rate.)
-                    _learn(channel, dispatch, now)
+                    refused = sum(1 for v in verdicts if v.too_many)
+                    _learn(channel, dispatch, now, refused=refused)
                 until = now + dt.timedelta(seconds=each.wait)
                 if dispatch.retry_after_until is None or dispatch.retry_after_until < until:
                     dispatch.retry_after_until = until
@@ -338,11 +344,19 @@ def record_verdicts(channel_id: int, verdicts: list[Verdict], *, now: dt.datetim
         _save(dispatch, now, channel)
 
 
-def _learn(channel: Channel, dispatch: ChannelDispatch, now: dt.datetime) -> None:
-    """A 429, the first of a hold: the app gets less from now on. What it took is what it
-    answered in the last second (this batch's answers counted): counting the attempts sent
-    instead would count those still in flight, and those refused in another batch."""
-    known = learned_rate(channel, dispatch, now) or taking_rate(dispatch, now)
+def _learn(channel: Channel, dispatch: ChannelDispatch, now: dt.datetime, *, refused: int) -> None:
+    """A 429, the first of a hold, with `refused` in its batch: the app gets less from now on.
+
+    The first lesson: what the app was getting in the last second, less what it refused (the
+    attempts still in flight are counted: while the sends ramp up, the answers lag behind what
+    the app got). A later one, sent at the learned rate: what the app answered in the last
+    second, if less (a first lesson too high, as the refusals of another batch were not in
+    yet, comes down at once rather than by a twentieth at each hold)."""
+    learned = learned_rate(channel, dispatch, now)
+    if learned is None:
+        known = in_last_second(dispatch, "sent", now) - refused
+    else:
+        known = min(learned, in_last_second(dispatch, "answered", now) or learned)
     if channel.rate_limit is not None:
         known = min(known, channel.rate_limit) if known else channel.rate_limit
     if known < 1.0:

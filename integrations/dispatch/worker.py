@@ -56,6 +56,7 @@ from integrations.models import (
     WorkerHeartbeat,
 )
 from integrations.operations import bulk as bulk_actions
+from integrations.records import idempotency
 from integrations.records.representation import failed_integration_data
 from ops import metrics
 from ops.logs import log_context
@@ -212,6 +213,7 @@ class Worker:
         expire_records()
         purge_records()
         bulk_actions.purge()
+        idempotency.purge()
         WorkerHeartbeat.objects.filter(seen_at__lt=timezone.now() - HEARTBEATS_KEPT).delete()
         deliver_events(self.poster, lease=self.config.lease)
         if is_postgresql():

@@ -450,8 +450,9 @@ OTHER_ACTIVE_SQL = f"""
 
 def create(request, channel_id: int, key_hash: str) -> HttpResponse | None:
     """A channel app's report of one failure (the regular view's `services`
-    `failed_integration_create`, in one statement)."""
-    if channel_id > INT64_MAX:
+    `failed_integration_create`, in one statement). A report with an Idempotency-Key is the
+    regular view's, which writes its key in the records' transaction."""
+    if channel_id > INT64_MAX or "HTTP_IDEMPOTENCY_KEY" in request.META:
         return None
     payload = _json_body(request)
     if payload is NO_BODY:

@@ -5,6 +5,7 @@ in `worker`; the transitions of the life cycle they share are in `engine`."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -36,15 +37,24 @@ def _validated(payload: Any, *, channel_id: int, partial: bool = False) -> dict[
     return values
 
 
-def failed_integration_create(*, channel: Channel, payload: Any) -> FailedIntegration:
+# Called with the records just inserted, in their transaction (an Idempotency-Key's claim).
+Claim = Callable[[list[FailedIntegration]], None] | None
+
+
+def failed_integration_create(
+    *, channel: Channel, payload: Any, claim: Claim = None
+) -> FailedIntegration:
     """Validates a channel app's report of one failure and records it (scheduled for retry by
     its policy; superseding older failures of the same object, or superseded by a newer one)."""
     failed = FailedIntegration(channel=channel, **_validated(payload, channel_id=channel.pk))
-    return _record([failed], channel=channel)[0]
+    return _record([failed], channel=channel, claim=claim)[0]
 
 
-def _record(records: list[FailedIntegration], *, channel: Channel) -> list[FailedIntegration]:
-    """Inserts the records (all or none), then supersedes older failures of their objects.
+def _record(
+    records: list[FailedIntegration], *, channel: Channel, claim: Claim = None
+) -> list[FailedIntegration]:
+    """Inserts the records (all or none, with what `claim` writes), then supersedes older
+    failures of their objects.
 
     The supersede runs after the insert has committed, as a statement of its own: whichever of
     two concurrent reports of one object runs it last sees both, so no lock is needed for the
@@ -54,10 +64,12 @@ def _record(records: list[FailedIntegration], *, channel: Channel) -> list[Faile
     for record in records:
         record.created_date = record.modified_date = now
     policies.schedule(records, now=now)
-    if len(records) == 1:
-        records[0].save(force_insert=True)
+    if claim is None:
+        _insert(records)
     else:
-        _insert_many(records)
+        with transaction.atomic():
+            _insert(records)
+            claim(records)
     if supersede_recorded(channel.pk, records, now=now):
         transitions.refresh_life_cycle(records)
     return records
@@ -69,6 +81,13 @@ INSERTED_FIELDS = tuple(
     for field in FailedIntegration._meta.concrete_fields
     if not field.primary_key and not field.generated
 )
+
+
+def _insert(records: list[FailedIntegration]) -> None:
+    if len(records) == 1:
+        records[0].save(force_insert=True)
+    else:
+        _insert_many(records)
 
 
 def _insert_many(records: list[FailedIntegration]) -> None:
@@ -119,7 +138,9 @@ def supersede_recorded(channel_id: int, records: list[FailedIntegration], *, now
         return False
 
 
-def failed_integration_bulk_create(*, channel: Channel, payload: Any) -> list[FailedIntegration]:
+def failed_integration_bulk_create(
+    *, channel: Channel, payload: Any, claim: Claim = None
+) -> list[FailedIntegration]:
     """Records a batch of failures: all of them, or none when one item is invalid.
 
     A 400 names each invalid item by its index in the batch, with its fields' messages.
@@ -161,7 +182,7 @@ def failed_integration_bulk_create(*, channel: Channel, payload: Any) -> list[Fa
             }
         )
     records = [FailedIntegration(channel=channel, **values) for values, _ in checked]
-    return _record(records, channel=channel)
+    return _record(records, channel=channel, claim=claim)
 
 
 def failed_integration_update(

@@ -331,16 +331,22 @@ def test_each_hold_lowers_the_learned_rate_once(channel, settings):
         protection.Verdict(protection.SUCCESS),
         protection.Verdict(protection.THROTTLED, 1.0, too_many=True),
     )
-    # 30 sent, of which 20 answered so far, and 5 refused with the answers that come next
-    # (those still in flight, or refused in another batch, are not what the app took).
-    protection.taken(channel, protection.locked(channel.pk), 30, now)
-    protection.record_verdicts(channel.pk, [success] * 15, now=now)
-    protection.record_verdicts(channel.pk, [success] * 5 + [wait] * 5, now=later(0.5))
-    assert dispatch(channel).learned_rate == pytest.approx(18)  # 90% of the 20 answered
+    protection.taken(channel, protection.locked(channel.pk), 30, now)  # 30 sent
+    protection.record_verdicts(channel.pk, [success] * 20, now=now)
+    # 429s together, as the attempts in flight get them: one lesson, from the 30 sent less
+    # the 5 refused.
+    protection.record_verdicts(channel.pk, [wait] * 5, now=later(0.5))
+    assert dispatch(channel).learned_rate == pytest.approx(22.5)
     protection.record_verdicts(channel.pk, [wait], now=later(0.9))  # the same hold
-    assert dispatch(channel).learned_rate == pytest.approx(18)
-    protection.record_verdicts(channel.pk, [wait], now=later(2))  # after it: another lesson
-    assert dispatch(channel).learned_rate == pytest.approx(16.2)
+    assert dispatch(channel).learned_rate == pytest.approx(22.5)
+    # After it, sent at 22.5/s, the app answered 12 in 1.1 s before its next 429: the lesson
+    # is what it took, at once.
+    protection.record_verdicts(channel.pk, [success] * 12, now=later(1.5))
+    protection.record_verdicts(channel.pk, [wait], now=later(2.6))
+    assert dispatch(channel).learned_rate == pytest.approx(0.9 * 12 / 1.1)
+    # Nothing answered since (nothing to learn from): a tenth lower.
+    protection.record_verdicts(channel.pk, [wait], now=later(4))
+    assert dispatch(channel).learned_rate == pytest.approx(0.9 * 0.9 * 12 / 1.1)
 
 
 def test_a_503_s_wait_holds_but_teaches_no_rate(channel):
