@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+import psycopg
 from django.db import InterfaceError, OperationalError
 from rest_framework import exceptions, status
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -42,6 +43,14 @@ class InvalidBody(exceptions.ValidationError):
 
     def __init__(self, body: dict | list):
         self.detail = body
+
+
+def lost_connection(exc: Exception) -> bool:
+    """Whether a database error is the database gone (which its message says enough about),
+    not a bug (whose traceback is wanted)."""
+    return isinstance(
+        exc, OperationalError | InterfaceError | psycopg.OperationalError | psycopg.InterfaceError
+    )
 
 
 def database_unavailable(exc: Exception, response):

@@ -350,8 +350,9 @@ WORKER_BATCH = env_int("WORKER_BATCH", 32, minimum=1)
 # channel is disabled. After a recovery a channel with a rate limit (set, or learned) drains at
 # that rate; one without starts at DRAIN_START_RATE attempts a second, doubling every
 # DRAIN_DOUBLING_SECONDS up to DRAIN_END_RATE. A 429 teaches a rate: THROTTLE_LEARN_PERCENT of
-# what the app was getting (and of the learned rate at each later 429), growing by a tenth every
-# THROTTLE_GROWTH_SECONDS without one, forgotten after THROTTLE_MEMORY_SECONDS without one.
+# what the app was getting (at each later 429, of what it answered, or of the learned rate),
+# growing by a tenth every THROTTLE_GROWTH_SECONDS without one (probing up to the app's limit),
+# forgotten after THROTTLE_MEMORY_SECONDS without one.
 BREAKER_FAILURES = env_int("BREAKER_FAILURES", 5, minimum=1)
 BREAKER_RATIO = env_int("BREAKER_FAILURE_PERCENT", 50, minimum=1) / 100
 BREAKER_MIN_VOLUME = env_int("BREAKER_MIN_VOLUME", 20, minimum=1)
@@ -364,7 +365,7 @@ DRAIN_START_RATE = env_int("DRAIN_START_RATE", 1, minimum=1)
 DRAIN_DOUBLING_SECONDS = env_int("DRAIN_DOUBLING_SECONDS", 10, minimum=1)
 DRAIN_END_RATE = env_int("DRAIN_END_RATE", 1000, minimum=1)
 THROTTLE_LEARN_PERCENT = env_int("THROTTLE_LEARN_PERCENT", 95, minimum=1)
-THROTTLE_GROWTH_SECONDS = env_int("THROTTLE_GROWTH_SECONDS", 300, minimum=1)
+THROTTLE_GROWTH_SECONDS = env_int("THROTTLE_GROWTH_SECONDS", 30, minimum=1)
 THROTTLE_MEMORY_SECONDS = env_int("THROTTLE_MEMORY_SECONDS", 3600, minimum=1)
 # Inactive records unchanged for this many days are purged.
 RETENTION_DAYS = env_int("RETENTION_DAYS", 30, minimum=1)

@@ -95,6 +95,11 @@ class IntegrationAction(models.Model):
 TIMED_INCLUDE = ["reason_type", "content_type", "parked", "exhausted"]
 
 
+# Retries have run out when the first is at least the second (the `exhausted` column's rule,
+# which a write derived from the row as written uses too).
+EXHAUSTED_RULE = ("retry_count", "max_retry_count")
+
+
 class FailedIntegration(models.Model):
     """An object that did not reach a channel, and how it may be retried.
 
@@ -127,7 +132,7 @@ class FailedIntegration(models.Model):
     modified_date = models.DateTimeField(auto_now=True)
     # Retries have run out: kept by the database, so that it can be indexed and counted.
     exhausted = models.GeneratedField(
-        expression=Q(retry_count__gte=F("max_retry_count")),
+        expression=Q(**{f"{EXHAUSTED_RULE[0]}__gte": F(EXHAUSTED_RULE[1])}),
         output_field=models.BooleanField(),
         db_persist=True,
     )

@@ -461,11 +461,15 @@ def finish_attempts(claimed: list[Claimed], results: list[AttemptResult], *, wor
     now = timezone.now()
     channel_policies: dict[int, dict[str, policies.Policy]] = {}
     with transaction.atomic():
-        held = set(
-            FailedIntegration.objects.select_for_update()
+        # The fields an outcome is derived from, as they are now under the rows' locks: a
+        # PATCH during the attempt (lowering max_retry_count, say) is not undone by a schedule
+        # derived from the claim's read.
+        held = {
+            row["pk"]: row
+            for row in FailedIntegration.objects.select_for_update()
             .filter(pk__in=[c.record.pk for c in claimed], lease_owner=worker, is_active=True)
-            .values_list("pk", flat=True)
-        )
+            .values("pk", *OUTCOME_INPUTS)
+        }
         resolved, failed, exhausted = [], [], []
         verdicts: dict[int, list[protection.Verdict]] = {}
         for item, result in zip(claimed, results, strict=True):
@@ -483,6 +487,8 @@ def finish_attempts(claimed: list[Claimed], results: list[AttemptResult], *, wor
                 )
                 continue
             attempt.outcome = result.outcome
+            for name in OUTCOME_INPUTS:
+                setattr(record, name, held[record.pk][name])
             record.lease_owner, record.lease_expires_at = "", None
             record.last_attempt_at = record.modified_date = now
             verdict = protection.verdict(
@@ -542,6 +548,9 @@ def finish_attempts(claimed: list[Claimed], results: list[AttemptResult], *, wor
     for record in exhausted:
         metrics.exhausted(record.channel_id)
 
+
+# What an attempt's outcome is derived from, besides the answer and the channel's policies.
+OUTCOME_INPUTS = ("retry_count", "max_retry_count", "retry_interval", "reason_type")
 
 FAILURE_FIELDS = (
     "retry_count",

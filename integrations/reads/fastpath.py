@@ -38,7 +38,7 @@ from accounts.authentication import authenticates_sql, key_from_header
 from accounts.models import hash_key
 from accounts.usage import note_use, token_username
 from common.database import fetchone_prepared, is_postgresql
-from common.exceptions import ServiceUnavailable, database_unavailable, error_body
+from common.exceptions import ServiceUnavailable, database_unavailable, error_body, lost_connection
 from common.fields import INT64_MAX
 from common.pagination import PageRequest, cursor_link, page_links
 from common.parsers import JSONParser, parse_json
@@ -491,8 +491,10 @@ def create(request, channel_id: int, key_hash: str) -> HttpResponse | None:
             body = fetchone_prepared(
                 RETRIEVE_SQL[WRITABLE_CHANNEL_SQL], [key_hash, channel_id, channel_id, record.pk]
             )[0]
-    except (DatabaseError, psycopg.Error):
-        logger.warning("supersede after a report failed", exc_info=True)
+    except (DatabaseError, psycopg.Error) as exc:
+        logger.warning(
+            "supersede after a report failed: %s", exc, exc_info=not lost_connection(exc)
+        )
         connection.close()
     return _json_response(body.encode(), status=201)
 

@@ -28,7 +28,7 @@ from rest_framework import status
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
 
-from common.exceptions import Conflict
+from common.exceptions import Conflict, lost_connection
 from common.renderers import JSONRenderer
 from integrations.models import Channel, FailedIntegration, IdempotencyKey
 
@@ -162,9 +162,11 @@ def _store_with(key: Key, store, render) -> HttpResponse:
     body = JSONRenderer().render(render(records))
     try:
         IdempotencyKey.objects.filter(pk=row_pk[0]).update(answer=body.decode())
-    except DatabaseError:
+    except DatabaseError as exc:
         # Stored all the same: a repeat answers the records as they are then.
-        logger.warning("the answer of an %s was not kept", HEADER, exc_info=True)
+        logger.warning(
+            "the answer of an %s was not kept: %s", HEADER, exc, exc_info=not lost_connection(exc)
+        )
     return _json(body)
 
 

@@ -14,15 +14,17 @@ import orjson
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Q
+from django.db.models import Case, F, Q, Value, When
+from django.db.models.functions import Cast
+from django.db.models.lookups import GreaterThanOrEqual
 from django.db.models.sql.subqueries import UpdateQuery
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
 from common.database import Slot, bind, execute, is_postgresql
-from common.exceptions import InvalidBody
+from common.exceptions import InvalidBody, lost_connection
 from integrations.lifecycle import policies, transitions
-from integrations.models import Channel, FailedIntegration
+from integrations.models import EXHAUSTED_RULE, Channel, FailedIntegration
 from integrations.records.validation import check_references, validate_item
 
 logger = logging.getLogger("integrations.records.services")
@@ -131,9 +133,12 @@ def supersede_recorded(channel_id: int, records: list[FailedIntegration], *, now
     """
     try:
         return bool(transitions.supersede(channel_id, records, now=now))
-    except DatabaseError:
+    except DatabaseError as exc:
         logger.warning(
-            "supersede after recording %s failure(s) failed", len(records), exc_info=True
+            "supersede after recording %s failure(s) failed: %s",
+            len(records),
+            exc,
+            exc_info=not lost_connection(exc),
         )
         return False
 
@@ -225,8 +230,26 @@ def _update_statement(names: tuple[str, ...]) -> tuple[str, list]:
     meta = FailedIntegration._meta
     query = UpdateQuery(FailedIntegration)
     query.add_q(Q(pk=Slot("pk", meta.pk)))
-    query.add_update_values({name: Slot(name, meta.get_field(name)) for name in names})
+    values = {name: Slot(name, meta.get_field(name)) for name in names}
+    if "next_retry_at" in values:
+        values["next_retry_at"] = _schedule_as_written(values)
+    query.add_update_values(values)
     return query.get_compiler(connection=connection).as_sql()
+
+
+def _schedule_as_written(values: dict[str, Slot]) -> Case:
+    """The next attempt the update derived, unless the record's retries have run out as the
+    row is when written: the UPDATE reads the row under its lock, so a concurrent write (one
+    that lowered `max_retry_count`, say) is not undone by a schedule derived from an earlier
+    read. The rule is the `exhausted` column's (`EXHAUSTED_RULE`)."""
+    field = FailedIntegration._meta.get_field("next_retry_at")
+    retry_count, max_retry_count = (values.get(name, F(name)) for name in EXHAUSTED_RULE)
+    as_written = GreaterThanOrEqual(retry_count, max_retry_count)
+    return Case(
+        When(as_written, then=Value(None, output_field=field)),
+        default=Cast(values["next_retry_at"], field),  # typed, should it be a NULL
+        output_field=field,
+    )
 
 
 def failed_integration_delete(*, failed: FailedIntegration) -> None:

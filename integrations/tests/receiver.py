@@ -39,6 +39,10 @@ class Receiver:
     # Takes at most this many requests in any second; answers the others 429, Retry-After: 1.
     rate_limit: int | None = None
     taken: list[float] = field(default_factory=list)  # when it took each (with a rate limit)
+    # Answers 422 to the first this many requests of each record (then `status`): the item's
+    # failure, which does not open the channel's circuit.
+    fail_first: int = 0
+    seen: Counter = field(default_factory=Counter)  # requests of each record (with fail_first)
     throttled: list[float] = field(default_factory=list)  # when it answered 429 for that
 
     def start(self) -> Receiver:
@@ -58,6 +62,11 @@ class Receiver:
                         if receiver.script
                         else (receiver.status, receiver.headers)
                     )
+                    if receiver.fail_first:
+                        pk = json.loads(body)["failed_integration"]["pk"]
+                        receiver.seen[pk] += 1
+                        if receiver.seen[pk] <= receiver.fail_first:
+                            status, headers = 422, {}
                     if receiver.rate_limit is not None:
                         recent = [t for t in receiver.taken if t > arrived.at - 1.0]
                         if len(recent) >= receiver.rate_limit:

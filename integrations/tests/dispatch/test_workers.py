@@ -254,3 +254,43 @@ def test_a_long_housekeeping_does_not_hold_the_outcomes_of_the_attempts_in_fligh
 
     assert resolved, "the outcomes waited for the housekeeping"
     assert receiver.per_record().most_common(1)[0][1] == 1
+
+
+def test_four_workers_make_each_attempt_once_through_failures(channel, product_type):
+    """An app that fails the first two attempts of every record: four workers retry each
+    record until it succeeds. What the app received matches the attempts recorded one to one,
+    by their idempotency keys: no attempt sent twice, none recorded that was not sent."""
+    receiver = Receiver(fail_first=2).start()
+    channel.retry_endpoint = receiver.url
+    channel.save()
+    pks = due_records(channel, product_type, 400)
+    FailedIntegration.objects.filter(pk__in=pks).update(retry_interval=0)
+    workers = [
+        worker_process("--concurrency", "8", "--batch", "25", "--lease", "30") for _ in range(4)
+    ]
+    try:
+        done = wait_until(
+            lambda: not FailedIntegration.objects.filter(channel=channel, is_active=True).exists(),
+            240,
+        )
+    finally:
+        for process in workers:
+            process.send_signal(signal.SIGTERM)
+        outputs = [process.communicate(timeout=60)[0] for process in workers]
+        receiver.stop()
+
+    assert done, outputs
+    sent = [item.headers["Idempotency-Key"] for item in receiver.received]
+    recorded = list(
+        RetryAttempt.objects.exclude(outcome="lease_lost").values_list("idempotency_key", flat=True)
+    )
+    assert len(sent) == len(set(sent)) == 1200  # three attempts of each record, each once
+    assert sorted(sent) == sorted(recorded)
+    outcomes = RetryAttempt.objects.values_list("failed_integration", "number", "outcome")
+    by_record: dict[int, list] = {}
+    for pk, number, outcome in sorted(outcomes):
+        by_record.setdefault(pk, []).append((number, outcome))
+    assert set(by_record) == set(pks)
+    expected = [(1, "http_error"), (2, "http_error"), (3, "success")]
+    assert all(attempts == expected for attempts in by_record.values())
+    assert set(FailedIntegration.objects.values_list("retry_count", flat=True)) == {3}

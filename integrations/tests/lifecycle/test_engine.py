@@ -172,6 +172,48 @@ def test_exhaustion_sends_its_event_once(retry_channel, product_type, receiver, 
     assert hook.received[0].json["event"] == "failed_integration.exhausted"
 
 
+def test_an_update_from_an_earlier_read_does_not_schedule_a_record_past_its_retries(
+    retry_channel, product_type, receiver, api_client
+):
+    """Two PATCHes at once: one lowers max_retry_count to the retries used, the other (which
+    read the record before) changes another field. The record's retries have run out: it is
+    not scheduled, and no attempt is made."""
+    failed = report(retry_channel, product_type, retry_count=2, max_retry_count=5)
+    make_due(failed)
+    earlier_read = FailedIntegration.objects.get(pk=failed.pk)
+    url = f"/api/v1/channel/{retry_channel.pk}/failed_integrations/{failed.pk}/"
+    assert api_client.patch(url, {"max_retry_count": 2}, format="json").status_code == 200
+
+    services.failed_integration_update(failed=earlier_read, payload={"log_id": 9}, partial=True)
+
+    failed.refresh_from_db()
+    assert (failed.log_id, failed.max_retry_count, failed.exhausted) == (9, 2, True)
+    assert failed.next_retry_at is None
+    assert api_client.get(url).json()["state"] == "exhausted"
+    assert run_worker() == 0 and receiver.received == []
+
+
+def test_an_outcome_is_derived_from_the_record_as_it_is_when_written(
+    retry_channel, product_type, receiver, api_client
+):
+    """A PATCH during an attempt lowers max_retry_count: the failed attempt uses the last
+    retry; the record is exhausted, not scheduled again, and its exhaustion is an event."""
+    receiver.status = 503
+    failed = report(retry_channel, product_type, retry_count=1, max_retry_count=5)
+    make_due(failed)
+    first = worker.Worker(worker.WorkerConfig(lease=30, timeout=2))
+    claimed = first.claim()
+    url = f"/api/v1/channel/{retry_channel.pk}/failed_integrations/{failed.pk}/"
+    assert api_client.patch(url, {"max_retry_count": 2}, format="json").status_code == 200
+
+    first.dispatch(claimed)
+
+    failed.refresh_from_db()
+    assert (failed.retry_count, failed.exhausted, failed.next_retry_at) == (2, True, None)
+    assert EngineEvent.objects.filter(failed_integration=failed).count() == 1
+    assert run_worker() == 0 and len(receiver.received) == 1
+
+
 def test_mapping_is_not_retried_on_its_own_but_on_request(
     retry_channel, product_type, receiver, api_client
 ):
