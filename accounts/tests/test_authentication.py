@@ -19,6 +19,9 @@ pytestmark = pytest.mark.django_db
 LOGIN_URL = "/api/v1/auth/login/"
 
 
+CHANNELS_URL = "/api/v1/channels/"
+
+
 @pytest.fixture
 def url(channel) -> str:
     return f"/api/v1/channel/{channel.pk}/failed_integrations/"
@@ -132,7 +135,9 @@ def test_login_answers_a_working_key(anonymous_client, user, url):
     assert list(response.json()) == ["key"]
     key = response.json()["key"]
     assert len(key) == 40
-    assert anonymous_client.get(url, HTTP_AUTHORIZATION=f"Token {key}").status_code != 401
+    # The key works: the user (on no channel yet) is answered the channels it may see, none.
+    answer = anonymous_client.get(CHANNELS_URL, HTTP_AUTHORIZATION=f"Token {key}")
+    assert (answer.status_code, answer.json()["results"]) == (200, [])
 
 
 def test_login_tokens_expire(anonymous_client, user, settings):
@@ -203,8 +208,8 @@ def test_create_token_command_creates_a_user_and_prints_a_working_key(anonymous_
     user = get_user_model().objects.get(username="channel-app")
     assert not user.has_usable_password()
     assert Token.objects.get(key_hash=hash_key(key)).user == user
-    response = anonymous_client.get(url, HTTP_AUTHORIZATION=f"Token {key}")
-    assert response.status_code != 401
+    response = anonymous_client.get(CHANNELS_URL, HTTP_AUTHORIZATION=f"Token {key}")
+    assert (response.status_code, response.json()["results"]) == (200, [])
 
 
 def test_create_token_command_for_an_existing_user(user):

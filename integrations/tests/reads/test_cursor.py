@@ -102,6 +102,48 @@ def test_records_added_during_a_walk_are_not_met_twice(api_client, channel, walk
     assert len(pks) == len(set(pks)) == 18
 
 
+@pytest.mark.parametrize("sort", ["version_date", "-version_date", "expiration_date"])
+def test_a_walk_in_another_order_through_inserts_and_deletes_meets_each_record_once(
+    api_client, channel, walkable, make_failed, sort
+):
+    """Between two pages, a record is added before the cursor and one after it, one not yet
+    met is deleted and one met is changed: the walk meets no record twice, and every record
+    there from its start to its end once, in the sort order."""
+    first = api_client.get(url(channel), {"cursor": "*", "limit": 4, "sort": sort}).json()
+    met = [row["pk"] for row in first["results"]]
+    rest = [
+        row["pk"]
+        for row in api_client.get(url(channel), {"limit": 100, "sort": sort}).json()["results"]
+        if row["pk"] not in met
+    ]
+    early = make_failed(
+        object_id=100,
+        version_date=BASE - dt.timedelta(days=1),
+        expiration_date=BASE - dt.timedelta(days=9),
+    )
+    late = make_failed(
+        object_id=101,
+        version_date=BASE + dt.timedelta(days=9),
+        expiration_date=BASE + dt.timedelta(days=30),
+    )
+    gone = rest[len(rest) // 2]
+    FailedIntegration.objects.filter(pk=gone).delete()
+    FailedIntegration.objects.filter(pk=met[0]).update(log_id=7)
+
+    body, pks = first, list(met)
+    while body["next"]:
+        body = api_client.get(body["next"]).json()
+        pks += [row["pk"] for row in body["results"]]
+
+    assert len(pks) == len(set(pks))
+    stayed = [pk for pk in [*met, *rest] if pk != gone]
+    assert [pk for pk in pks if pk in stayed] == stayed
+    assert gone not in pks
+    # What sorts after the cursor is met; what sorts before it is not.
+    ascending = not sort.startswith("-")
+    assert (late.pk in pks) == ascending and (early.pk in pks) == (not ascending)
+
+
 @pytest.mark.parametrize(
     ("params", "field"),
     [
