@@ -24,6 +24,10 @@ class Received:
         return json.loads(self.body)
 
 
+class Server(ThreadingHTTPServer):
+    request_queue_size = 128  # the connections of several workers at once (5 by default)
+
+
 @dataclass
 class Receiver:
     status: int = 200
@@ -91,7 +95,7 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
