@@ -45,12 +45,19 @@ class InvalidBody(exceptions.ValidationError):
         self.detail = body
 
 
+# The errors of a database gone (Django's, and psycopg's from statements run on its cursors).
+LOST_CONNECTION = (
+    OperationalError,
+    InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
+
+
 def lost_connection(exc: Exception) -> bool:
     """Whether a database error is the database gone (which its message says enough about),
     not a bug (whose traceback is wanted)."""
-    return isinstance(
-        exc, OperationalError | InterfaceError | psycopg.OperationalError | psycopg.InterfaceError
-    )
+    return isinstance(exc, LOST_CONNECTION)
 
 
 def database_unavailable(exc: Exception, response):

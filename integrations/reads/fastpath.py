@@ -28,7 +28,7 @@ from functools import cache
 import orjson
 import psycopg
 from django.core.exceptions import DisallowedHost
-from django.db import DatabaseError, InterfaceError, OperationalError, connection
+from django.db import DatabaseError, connection
 from django.http import HttpResponse
 from django.urls import get_resolver
 from django.utils import timezone
@@ -38,7 +38,13 @@ from accounts.authentication import authenticates_sql, key_from_header
 from accounts.models import hash_key
 from accounts.usage import note_use, token_username
 from common.database import fetchone_prepared, is_postgresql
-from common.exceptions import ServiceUnavailable, database_unavailable, error_body, lost_connection
+from common.exceptions import (
+    LOST_CONNECTION,
+    ServiceUnavailable,
+    database_unavailable,
+    error_body,
+    lost_connection,
+)
 from common.fields import INT64_MAX
 from common.pagination import PageRequest, cursor_link, page_links
 from common.parsers import JSONParser, parse_json
@@ -224,12 +230,7 @@ class FastPathMiddleware:
                 return create(request, *ids, key_hash)
         except APIException:
             return None  # the regular view answers the error
-        except (
-            OperationalError,
-            InterfaceError,
-            psycopg.OperationalError,
-            psycopg.InterfaceError,
-        ) as exc:
+        except LOST_CONNECTION as exc:
             connection.close()
             if request.method in WRITES:
                 # The write may have been committed before the connection was lost: the
