@@ -85,15 +85,15 @@ def _rows(key: Key):
     )
 
 
-def claim(key: Key, records: list[FailedIntegration]) -> int:
+def claim(key: Key, records: list[FailedIntegration]) -> None:
     """Writes the key of `records` just inserted, in their transaction (raises Repeated when a
-    concurrent request wrote it first: the caller's transaction is to roll back); answers the
-    key row's pk. A key past its retention is another key."""
+    concurrent request wrote it first: the caller's transaction is to roll back). A key past
+    its retention is another key."""
     now = timezone.now()
     _rows(key).filter(created_at__lt=_cutoff(now)).delete()
     try:
         with transaction.atomic():
-            row = IdempotencyKey.objects.create(
+            IdempotencyKey.objects.create(
                 user_id=key.user_id,
                 channel_id=key.channel_id,
                 key=key.key,
@@ -103,7 +103,6 @@ def claim(key: Key, records: list[FailedIntegration]) -> int:
             )
     except IntegrityError:
         raise Repeated() from None
-    return row.pk
 
 
 def _json(body: bytes, **headers: str) -> HttpResponse:
@@ -157,11 +156,10 @@ def report_once(
 
 
 def _store_with(key: Key, store, render) -> HttpResponse:
-    row_pk: list[int] = []
-    records = store(lambda stored: row_pk.append(claim(key, stored)))
+    records = store(lambda stored: claim(key, stored))
     body = JSONRenderer().render(render(records))
     try:
-        IdempotencyKey.objects.filter(pk=row_pk[0]).update(answer=body.decode())
+        _rows(key).update(answer=body.decode())
     except DatabaseError as exc:
         # Stored all the same: a repeat answers the records as they are then.
         logger.warning(
