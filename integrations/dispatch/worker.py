@@ -30,8 +30,7 @@ from dataclasses import dataclass, field
 import orjson
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
-from django.db.models import Count, Exists, F, Max, OuterRef, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import Exists, F, Max, OuterRef
 from django.utils import timezone
 
 from common.database import is_postgresql
@@ -247,9 +246,7 @@ class Worker:
             if room <= 0:
                 break
             share = math.ceil(room / (len(channels) - index))
-            ids += self._claim_channel(
-                channel, want=share, in_flight=channel.in_flight, now=now, until=lease_until
-            )
+            ids += self._claim_channel(channel, want=share, now=now, until=lease_until)
         if not ids:
             return []
         records = FailedIntegration.objects.filter(pk__in=ids).select_related("channel")
@@ -259,15 +256,14 @@ class Worker:
         ]
 
     def _claim_channel(
-        self, channel: Channel, *, want: int, in_flight: int, now: dt.datetime, until: dt.datetime
+        self, channel: Channel, *, want: int, now: dt.datetime, until: dt.datetime
     ) -> list[int]:
         due = due_records(now).filter(channel=channel).order_by("next_retry_at")
         with transaction.atomic():
             dispatch = protection.locked(channel.pk)
-            if in_flight + want > protection.in_flight_cap(channel, dispatch):
-                # The cap may bind: what is in flight now, as the lock sees it (the count read
-                # before it may be another worker's claim behind).
-                in_flight = leased_records(now).filter(channel=channel).count()
+            # What is in flight now, as the lock sees it (a count read before it may be behind
+            # another worker's claim).
+            in_flight = leased_records(now).filter(channel=channel).count()
             allowed = protection.allowance(
                 channel, dispatch, in_flight=in_flight, want=want, now=now
             )
@@ -361,21 +357,12 @@ def leased_records(now: dt.datetime):
 
 
 def sendable_channels(now: dt.datetime) -> list[Channel]:
-    """The active channels with an endpoint and due records, each with its dispatch row and the
-    records it has in flight (`in_flight`): one statement, an index probe per channel."""
-    leased = (
-        leased_records(now)
-        .filter(channel=OuterRef("pk"))
-        .order_by()
-        .values("channel")
-        .annotate(n=Count("*"))
-        .values("n")
-    )
+    """The active channels with an endpoint and due records, each with its dispatch row: one
+    statement, an index probe per channel."""
     return list(
         Channel.objects.filter(is_active=True)
         .exclude(retry_endpoint="")
         .filter(Exists(due_records(now).filter(channel=OuterRef("pk"))))
-        .annotate(in_flight=Coalesce(Subquery(leased), 0))
         .select_related("dispatch")
     )
 
@@ -461,6 +448,13 @@ def finish_attempts(claimed: list[Claimed], results: list[AttemptResult], *, wor
     now = timezone.now()
     channel_policies: dict[int, dict[str, policies.Policy]] = {}
     with transaction.atomic():
+        # The channels' dispatch rows first (in the claim's order of locks: dispatch, then
+        # records): the leases end and the breaker learns of their answers in one commit, so
+        # that no claim sees the attempts over before it sees what they said (five refusals
+        # would otherwise leave the window empty and the circuit closed, and another worker
+        # would send five more).
+        for channel_id in sorted({c.record.channel_id for c in claimed}):
+            protection.locked(channel_id)
         # The fields an outcome is derived from, as they are now under the rows' locks: a
         # PATCH during the attempt (lowering max_retry_count, say) is not undone by a schedule
         # derived from the claim's read.
@@ -541,8 +535,8 @@ def finish_attempts(claimed: list[Claimed], results: list[AttemptResult], *, wor
             )
         if exhausted:
             record_exhaustion(exhausted, now=now)
-    for channel_id, channel_verdicts in verdicts.items():
-        protection.record_verdicts(channel_id, channel_verdicts, now=now)
+        for channel_id, channel_verdicts in verdicts.items():
+            protection.record_verdicts(channel_id, channel_verdicts, now=now)
     for item, result in zip(claimed, results, strict=True):
         metrics.attempt_finished(item.record.channel_id, item.attempt.outcome, result.seconds)
     for record in exhausted:

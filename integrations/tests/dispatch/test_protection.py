@@ -525,16 +525,65 @@ def test_a_claim_s_statements_do_not_grow_with_the_channels(channel, app, make_f
 
 
 def test_a_claim_counts_what_is_in_flight_under_the_lock(channel, app, make_failed):
-    """Two workers that read the channel's in-flight count before either claimed: the second
-    one's claim, under the lock, sees the first one's leases and keeps the send window."""
+    """Two workers that read the channel before either claimed, each asking for less than the
+    send window: the second one's claim, under the lock, sees the first one's leases and takes
+    only what is left of the window."""
     due_records(make_failed, 20)
     first, second = Worker(WorkerConfig(batch=20)), Worker(WorkerConfig(batch=20))
     stale = Channel.objects.get(pk=channel.pk)  # as both read it: nothing in flight
     now = timezone.now()
     until = now + dt.timedelta(seconds=60)
     window = protection.window_of(ChannelDispatch())
+    want = window - 1
 
-    taken = first._claim_channel(stale, want=20, in_flight=0, now=now, until=until)
-    again = second._claim_channel(stale, want=20, in_flight=0, now=now, until=until)
+    taken = first._claim_channel(stale, want=want, now=now, until=until)
+    again = second._claim_channel(stale, want=want, now=now, until=until)
 
-    assert len(taken) == window and again == []
+    assert len(taken) == want and len(again) == window - want
+    assert second._claim_channel(stale, want=want, now=now, until=until) == []
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.postgres_only
+def test_the_leases_end_in_the_commit_that_tells_the_breaker_their_answers(
+    channel, make_failed, monkeypatch
+):
+    """Another worker's claim never sees a batch's attempts over (nothing in flight) while the
+    circuit they opened is still closed: it would send a second send window to an app that
+    is down."""
+    import threading
+
+    from django.db import connection
+
+    from integrations.tests.receiver import closed_port_url
+
+    channel.retry_endpoint = closed_port_url()
+    channel.save()
+    due_records(make_failed, 10)
+    seen = []
+
+    def as_another_worker_sees_it():
+        try:
+            in_flight = FailedIntegration.objects.filter(
+                channel=channel, lease_expires_at__gt=timezone.now()
+            ).count()
+            circuit = ChannelDispatch.objects.get(channel=channel).circuit
+            seen.append((in_flight, circuit))
+        finally:
+            connection.close()
+
+    record_verdicts = protection.record_verdicts
+
+    def looked_at_from_elsewhere(*args, **kwargs):
+        other = threading.Thread(target=as_another_worker_sees_it)
+        other.start()
+        other.join()
+        return record_verdicts(*args, **kwargs)
+
+    monkeypatch.setattr(protection, "record_verdicts", looked_at_from_elsewhere)
+    work(batch=10)
+
+    window = protection.window_of(ChannelDispatch())
+    assert seen == [(window, Circuit.CLOSED)]  # still in flight, as the claims see it
+    assert ChannelDispatch.objects.get(channel=channel).circuit == Circuit.OPEN
+    assert RetryAttempt.objects.filter(outcome="refused").count() == window
