@@ -36,6 +36,7 @@ ENGINE_FIELDS = (
     "resolution",
     "resolved_at",
     "next_retry_at",
+    "retry_by_hand",
     "last_attempt_at",
     "last_error",
     "lease_owner",

@@ -145,6 +145,9 @@ class FailedIntegration(models.Model):
     resolved_at = models.DateTimeField(null=True, blank=True)
     # When the engine will next dispatch it; null: it will not on its own.
     next_retry_at = models.DateTimeField(null=True, blank=True)
+    # An operator asked for an attempt (the retry action) that has not been made yet: the one
+    # way an exhausted record is sent (lifecycle.states.RETRIES_LEFT); its outcome clears it.
+    retry_by_hand = models.BooleanField(default=False)
     last_attempt_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
     # The worker holding it while an attempt runs, until when (a crashed worker's lease lapses).
@@ -189,7 +192,7 @@ class FailedIntegration(models.Model):
                 fields=["channel", "next_retry_at", "id"],
                 name="fi_channel_due",
                 condition=Q(is_active=True, parked=False, next_retry_at__isnull=False),
-                include=[*TIMED_INCLUDE, "expiration_date", "lease_expires_at"],
+                include=[*TIMED_INCLUDE, "expiration_date", "lease_expires_at", "retry_by_hand"],
             ),
             models.Index(
                 fields=["channel", "lease_expires_at"],

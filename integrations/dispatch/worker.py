@@ -34,7 +34,7 @@ from django.db.models import Exists, F, Max, OuterRef
 from django.utils import timezone
 
 from common.database import is_postgresql
-from integrations.choices import AttemptOutcome, Resolution
+from integrations.choices import AttemptOutcome, Resolution, State
 from integrations.counting import counts
 from integrations.dispatch import protection
 from integrations.dispatch.endpoints import answer_excerpt
@@ -46,6 +46,7 @@ from integrations.dispatch.signing import (
     signing_secrets,
 )
 from integrations.lifecycle import policies, transitions
+from integrations.lifecycle.states import timed_states_q
 from integrations.models import (
     Channel,
     ChannelDispatch,
@@ -342,13 +343,11 @@ NEW = ChannelDispatch()  # a channel's dispatch before its first claim: nothing 
 
 
 def due_records(now: dt.datetime):
-    """The records a worker may lease now, whatever their channel's app allows: due, active,
-    not parked, not leased, not expired."""
-    return (
-        FailedIntegration.objects.filter(next_retry_at__lte=now, is_active=True, parked=False)
-        .exclude(lease_expires_at__gt=now)
-        .exclude(expiration_date__lte=now)
-    )
+    """The records a worker may lease now, whatever their channel's app allows: those in the
+    state `due` (lifecycle.states): scheduled for now or before, active, not parked, not leased,
+    not expired, with retries left or an attempt asked for by hand."""
+    due = timed_states_q(now=now, has_endpoint=True, held=False)[State.DUE]
+    return FailedIntegration.objects.filter(due)
 
 
 def leased_records(now: dt.datetime):
@@ -502,6 +501,7 @@ def finish_attempts(claimed: list[Claimed], results: list[AttemptResult], *, wor
             if record.channel_id not in channel_policies:
                 channel_policies[record.channel_id] = policies.policies_for(record.channel_id)
             record.retry_count += 1
+            record.retry_by_hand = False  # the attempt asked for is made
             record.last_error = attempt.error
             record.next_retry_at = policies.next_retry_at(
                 record,
@@ -544,10 +544,17 @@ def finish_attempts(claimed: list[Claimed], results: list[AttemptResult], *, wor
 
 
 # What an attempt's outcome is derived from, besides the answer and the channel's policies.
-OUTCOME_INPUTS = ("retry_count", "max_retry_count", "retry_interval", "reason_type")
+OUTCOME_INPUTS = (
+    "retry_count",
+    "max_retry_count",
+    "retry_interval",
+    "reason_type",
+    "retry_by_hand",
+)
 
 FAILURE_FIELDS = (
     "retry_count",
+    "retry_by_hand",
     "last_attempt_at",
     "last_error",
     "next_retry_at",
@@ -560,9 +567,10 @@ FAILURE_FIELDS = (
 # statement (Django's bulk_update builds a CASE per field and row: most of a batch's cost).
 WRITE_FAILURES_SQL = """
 UPDATE integrations_failedintegration AS f
-SET retry_count = v.retry_count, last_error = v.last_error, next_retry_at = v.next_retry_at,
-    last_attempt_at = v.at, modified_date = v.at, lease_owner = '', lease_expires_at = NULL
-FROM (VALUES {rows}) AS v(id, retry_count, last_error, next_retry_at, at)
+SET retry_count = v.retry_count, retry_by_hand = v.retry_by_hand, last_error = v.last_error,
+    next_retry_at = v.next_retry_at, last_attempt_at = v.at, modified_date = v.at,
+    lease_owner = '', lease_expires_at = NULL
+FROM (VALUES {rows}) AS v(id, retry_count, retry_by_hand, last_error, next_retry_at, at)
 WHERE f.id = v.id
 """
 
@@ -571,12 +579,13 @@ def write_failures(records: list[FailedIntegration]) -> None:
     if not is_postgresql():
         FailedIntegration.objects.bulk_update(records, FAILURE_FIELDS)
         return
-    row = "(%s::bigint, %s::integer, %s::text, %s::timestamptz, %s::timestamptz)"
+    row = "(%s::bigint, %s::integer, %s::boolean, %s::text, %s::timestamptz, %s::timestamptz)"
     params = []
     for record in records:
         params += [
             record.pk,
             record.retry_count,
+            record.retry_by_hand,
             record.last_error,
             record.next_retry_at,
             record.last_attempt_at,

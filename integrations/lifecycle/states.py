@@ -19,6 +19,10 @@ from common.database import compile_sql, inline_sql
 from integrations.choices import Resolution, State
 from integrations.models import FailedIntegration
 
+# A scheduled record is sent when it has retries left, or an operator asked for the attempt
+# (whatever its `next_retry_at` says, which a race of writers could have left set).
+RETRIES_LEFT = Q(exhausted=False) | Q(retry_by_hand=True)
+
 
 def state_expression(
     *,
@@ -37,8 +41,11 @@ def state_expression(
         When(expiration_date__lte=now, then=Value(State.EXPIRED)),
         When(parked=True, then=Value(State.PARKED)),
         When(lease_expires_at__gt=now, then=Value(State.IN_PROGRESS)),
-        When(Q(has_endpoint) & Q(next_retry_at__lte=now) & Q(held), then=Value(State.HELD)),
-        When(Q(has_endpoint) & Q(next_retry_at__lte=now), then=Value(State.DUE)),
+        When(
+            Q(has_endpoint) & Q(next_retry_at__lte=now) & RETRIES_LEFT & Q(held),
+            then=Value(State.HELD),
+        ),
+        When(Q(has_endpoint) & Q(next_retry_at__lte=now) & RETRIES_LEFT, then=Value(State.DUE)),
         When(exhausted=True, then=Value(State.EXHAUSTED)),
         default=Value(State.PENDING),
         output_field=CharField(),
@@ -77,7 +84,7 @@ def _conditions(now: dt.datetime, has_endpoint: Q, held: Q) -> tuple[dict[str, Q
     expired_by_date = Q(is_active=True) & Q(expiration_date__lte=now)
     live = Q(is_active=True) & ~Q(expiration_date__lte=now)  # active and not past expiry
     in_progress = Q(lease_expires_at__gt=now)
-    due = Q(next_retry_at__lte=now) & has_endpoint
+    due = Q(next_retry_at__lte=now) & RETRIES_LEFT & has_endpoint
     exhausted = Q(exhausted=True)
     timed = {
         State.EXPIRED: expired_by_date,
@@ -190,8 +197,10 @@ def record_state(
         return State.PARKED
     if record.lease_expires_at is not None and record.lease_expires_at > now:
         return State.IN_PROGRESS
-    if has_endpoint and record.next_retry_at is not None and record.next_retry_at <= now:
+    exhausted = record.retry_count >= record.max_retry_count
+    due = record.next_retry_at is not None and record.next_retry_at <= now
+    if has_endpoint and due and (not exhausted or record.retry_by_hand):
         return State.HELD if held else State.DUE
-    if record.retry_count >= record.max_retry_count:
+    if exhausted:
         return State.EXHAUSTED
     return State.PENDING

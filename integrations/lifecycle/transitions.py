@@ -23,6 +23,7 @@ def ended(resolution: str, *, now: dt.datetime) -> dict:
         "resolution": resolution,
         "resolved_at": now,
         "next_retry_at": None,
+        "retry_by_hand": False,
         "modified_date": now,
     }
 
@@ -117,18 +118,26 @@ def act(
 ) -> int:
     """Applies an operator action to records `eligible_for` it; answers how many it changed.
 
-    * retry: due now (unparked; `reset_count` sets retry_count to 0), even exhausted or mapping;
+    * retry: due now (unparked; `reset_count` sets retry_count to 0), even exhausted or mapping
+      (one attempt, asked for by hand: `retry_by_hand`);
     * park: not retried on their own until unparked;
     * unpark: due now if their policy retries them (else left to a person);
     * deactivate: resolved (no longer retried).
     """
     if action == "retry":
-        values = {"parked": False, "next_retry_at": now, "modified_date": now}
+        values = {
+            "parked": False,
+            "next_retry_at": now,
+            "retry_by_hand": True,
+            "modified_date": now,
+        }
         if reset_count:
             values["retry_count"] = 0
         return eligible.update(**values)
     if action == "park":
-        return eligible.update(parked=True, next_retry_at=None, modified_date=now)
+        return eligible.update(
+            parked=True, next_retry_at=None, retry_by_hand=False, modified_date=now
+        )
     if action == "unpark":
         return _unpark(eligible, now=now)
     if action == "deactivate":

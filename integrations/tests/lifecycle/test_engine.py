@@ -214,6 +214,66 @@ def test_an_outcome_is_derived_from_the_record_as_it_is_when_written(
     assert run_worker() == 0 and len(receiver.received) == 1
 
 
+def test_a_record_out_of_retries_is_never_claimed_whatever_its_schedule_says(
+    retry_channel, product_type, receiver, api_client
+):
+    """An exhausted record left scheduled for now (as racing writers could leave it, written
+    here directly) is not leased or sent; the API, the counts and the channel's due backlog
+    all show it exhausted, not due."""
+    failed = report(retry_channel, product_type, retry_count=3, max_retry_count=3)
+    make_due(failed)
+
+    assert run_worker() == 0 and receiver.received == []
+    base = f"/api/v1/channel/{retry_channel.pk}/failed_integrations/"
+    assert api_client.get(f"{base}{failed.pk}/").json()["state"] == "exhausted"
+    assert api_client.get(base, {"state": "due"}).json()["count"] == 0
+    channel = api_client.get(f"/api/v1/channels/{retry_channel.pk}/").json()
+    assert channel["dispatch"]["due"] == 0, channel
+
+
+def test_a_retry_by_hand_of_an_exhausted_record_is_one_attempt(
+    retry_channel, product_type, receiver, api_client
+):
+    """The operator's retry sends an exhausted record once; a failure uses one more retry and
+    leaves it exhausted, not scheduled again. A 429 is not that attempt: the request stands."""
+    failed = report(retry_channel, product_type, retry_count=3, max_retry_count=3)
+    url = f"/api/v1/channel/{retry_channel.pk}/failed_integrations/{failed.pk}/retry/"
+    assert api_client.post(url).json()["state"] == "due"
+
+    receiver.status, receiver.headers = 429, {"Retry-After": "0"}
+    run_worker()
+    failed.refresh_from_db()
+    assert (failed.retry_count, failed.retry_by_hand) == (3, True)
+
+    receiver.status, receiver.headers = 500, {}
+    FailedIntegration.objects.filter(pk=failed.pk).update(next_retry_at=timezone.now())
+    from integrations.models import ChannelDispatch
+
+    ChannelDispatch.objects.filter(channel=retry_channel).update(retry_after_until=None)
+    retry_channel.__class__.objects.filter(pk=retry_channel.pk).update(dispatch_held_until=None)
+    run_worker()
+    failed.refresh_from_db()
+    assert (failed.retry_count, failed.retry_by_hand, failed.next_retry_at) == (4, False, None)
+    make_due(failed)  # whatever the schedule says now
+    assert run_worker() == 0
+    assert len(receiver.received) == 2
+
+
+def test_parking_withdraws_a_retry_asked_for_by_hand(
+    retry_channel, product_type, receiver, api_client
+):
+    failed = report(retry_channel, product_type, retry_count=3, max_retry_count=3)
+    base = f"/api/v1/channel/{retry_channel.pk}/failed_integrations/{failed.pk}"
+    assert api_client.post(f"{base}/retry/").status_code == 200
+    assert api_client.post(f"{base}/park/").json()["state"] == "parked"
+    assert api_client.post(f"{base}/unpark/").json()["state"] == "exhausted"
+
+    failed.refresh_from_db()
+    assert not failed.retry_by_hand
+    make_due(failed)
+    assert run_worker() == 0 and receiver.received == []
+
+
 def test_mapping_is_not_retried_on_its_own_but_on_request(
     retry_channel, product_type, receiver, api_client
 ):

@@ -52,10 +52,22 @@ CASES = [
         State.EXHAUSTED,
     ),
     (
-        "exhausted and due at once",
+        "exhausted and scheduled at once (as racing writers could leave it): never sent",
         "E",
         {"next_retry_at": -1, "retry_count": 3, "max_retry_count": 3},
+        State.EXHAUSTED,
+    ),
+    (
+        "exhausted, an attempt asked for by hand",
+        "E",
+        {"next_retry_at": -1, "retry_count": 3, "max_retry_count": 3, "retry_by_hand": True},
         State.DUE,
+    ),
+    (
+        "asked for by hand, scheduled later",
+        "E",
+        {"next_retry_at": 1, "retry_count": 3, "max_retry_count": 3, "retry_by_hand": True},
+        State.EXHAUSTED,
     ),
     ("retries at the maximum", "E", {"retry_count": 3, "max_retry_count": 3}, State.EXHAUSTED),
     ("retries beyond the maximum", "E", {"retry_count": 5, "max_retry_count": 3}, State.EXHAUSTED),
@@ -88,9 +100,15 @@ CASES = [
     ("scheduled exactly now, dispatch held", "H", {"next_retry_at": 0}, State.HELD),
     ("scheduled later, dispatch held", "H", {"next_retry_at": 1}, State.PENDING),
     (
-        "exhausted and due, dispatch held",
+        "exhausted and scheduled, dispatch held",
         "H",
         {"next_retry_at": -1, "retry_count": 3, "max_retry_count": 3},
+        State.EXHAUSTED,
+    ),
+    (
+        "exhausted, asked for by hand, dispatch held",
+        "H",
+        {"next_retry_at": -1, "retry_count": 3, "max_retry_count": 3, "retry_by_hand": True},
         State.HELD,
     ),
     (
@@ -302,6 +320,7 @@ record_fields = st.fixed_dictionaries(
         "parked": st.sampled_from([False, False, False, True]),
         "retry_count": st.integers(0, 3),
         "max_retry_count": st.integers(0, 3),
+        "retry_by_hand": st.booleans(),
         "expiration_date": times(None, None, None, DAY, MOMENT, dt.timedelta(0), -MOMENT),
         "lease_expires_at": times(None, None, MOMENT, dt.timedelta(0), -MOMENT, DAY),
         "next_retry_at": times(None, -MOMENT, dt.timedelta(0), MOMENT, -DAY),

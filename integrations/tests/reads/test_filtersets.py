@@ -149,7 +149,8 @@ ROWS: dict[str, dict] = {
         retry_interval=INT32_MAX,
         created_date="2025-02-04T00:00:00",
         next_retry_at=PAST,
-        state="due",  # exhausted, and due as well: due wins
+        retry_by_hand=True,
+        state="due",  # exhausted, and retried by hand: due
     ),
     "r5": dict(
         reason_type="mapping",
@@ -917,4 +918,5 @@ NOT_FILTERED = {
     "last_error": "free text of a channel app's answer",
     "lease_owner": "the engine's own bookkeeping",
     "lease_expires_at": "the engine's own bookkeeping (`state=in_progress` answers it)",
+    "retry_by_hand": "the engine's own bookkeeping (`state=due` answers it)",
 }
