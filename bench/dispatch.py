@@ -62,9 +62,10 @@ def manage(env: dict, *args: str, **kwargs) -> subprocess.CompletedProcess:
     )
 
 
-def receiver_count(port: int) -> int:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/count", timeout=5) as response:
-        return int(response.read())
+def receiver_keys(port: int) -> list[str]:
+    """The Idempotency-Key of every attempt the receiver got, in their order."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/keys", timeout=30) as response:
+        return response.read().decode().split("\n") if response.length else []
 
 
 def receiver_capacity(port: int, seconds: int) -> float:
@@ -119,30 +120,53 @@ def seed(url: str, channel_id: int, content_type_id: int, n: int) -> None:
         connection.execute("VACUUM ANALYZE integrations_failedintegration")
 
 
-def check_exactly_once(url: str, records: int, sent: int) -> None:
-    """Every record resolved by exactly one successful attempt, and every request the receiver
-    counted is an attempt the engine recorded: a request that failed (a timeout on a busy
-    machine, say) is retried, as it must be, and is counted as its own attempt."""
+# The outcomes of attempts that certainly reached the app (it answered them).
+ANSWERED = ("success", "http_error", "throttled")
+
+
+def check_exactly_once(url: str, records: int, received: list[str], fail_first: int) -> None:
+    """Matches the attempts the engine recorded with the requests the receiver got, one to one
+    by their idempotency keys: no request received twice or not recorded, no answered attempt
+    that never arrived; every record resolved by exactly one success after `fail_first`
+    refused attempts. A request that failed on its way (a timeout on a busy machine, say) may
+    or may not have arrived, and is retried as its own attempt."""
     with psycopg.connect(url) as connection:
-        outcomes = dict(
-            connection.execute(
-                "SELECT outcome, count(*) FROM integrations_retryattempt GROUP BY outcome"
-            ).fetchall()
-        )
-        resolved_twice = connection.execute(
-            "SELECT count(*) FROM (SELECT failed_integration_id FROM integrations_retryattempt "
-            "WHERE outcome = 'success' GROUP BY 1 HAVING count(*) > 1) AS twice"
-        ).fetchone()[0]
-    if outcomes.get("success") != records or resolved_twice:
-        raise SystemExit(
-            f"{records} records, attempts by outcome {outcomes}, {resolved_twice} resolved twice"
-        )
-    if sent != sum(outcomes.values()):
-        raise SystemExit(
-            f"{sent} requests received for {sum(outcomes.values())} attempts {outcomes}"
-        )
-    if sent != records:
-        print(f"   ({sent - records} attempts retried after a failure: {outcomes})")
+        attempts = connection.execute(
+            "SELECT idempotency_key, outcome, failed_integration_id FROM integrations_retryattempt"
+        ).fetchall()
+    recorded = {key: outcome for key, outcome, _ in attempts}
+    problems = []
+    twice = len(received) - len(set(received))
+    if twice:
+        problems.append(f"{twice} requests received more than once")
+    unknown = set(received) - set(recorded)
+    if unknown:
+        problems.append(f"{len(unknown)} requests received that no attempt recorded")
+    lost = {key for key, outcome in recorded.items() if outcome in ANSWERED} - set(received)
+    if lost:
+        problems.append(f"{len(lost)} attempts recorded as answered that never arrived")
+    successes: dict[int, int] = {}
+    answered_failures: dict[int, int] = {}
+    for _, outcome, record in attempts:
+        if outcome == "success":
+            successes[record] = successes.get(record, 0) + 1
+        elif outcome == "http_error":
+            answered_failures[record] = answered_failures.get(record, 0) + 1
+    if len(successes) != records or set(successes.values()) != {1}:
+        problems.append(f"{len(successes)} of {records} records resolved, some more than once")
+    wrong = sum(1 for record in successes if answered_failures.get(record, 0) != fail_first)
+    if wrong:
+        problems.append(f"{wrong} records without exactly {fail_first} failed attempts first")
+    outcomes: dict[str, int] = {}
+    for outcome in recorded.values():
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    if problems:
+        raise SystemExit(f"exactly once: {'; '.join(problems)} (attempts by outcome {outcomes})")
+    print(
+        f"   exactly once: {len(received)} requests matched {len(recorded)} attempts by key "
+        f"({outcomes})",
+        flush=True,
+    )
 
 
 def worker_command(args: argparse.Namespace, client: str | None) -> list[str]:
@@ -353,9 +377,8 @@ def library_versions() -> str:
     return f"httpx {httpx.__version__}, urllib3 {urllib3.__version__}"
 
 
-def write_section(title: str, command: str, report: str) -> None:
-    """Replaces the section `title` of DISPATCH.md (or adds it), leaving the others."""
-    path = ROOT / "bench" / "DISPATCH.md"
+def write_section(path: Path, title: str, command: str, report: str) -> None:
+    """Replaces the section `title` of the report at `path` (or adds it), leaving the others."""
     text = path.read_text() if path.exists() else ""
     sections = re.split(r"(?m)^(?=## )", text)
     heading = sections[0] if sections and not sections[0].startswith("## ") else ""
@@ -381,10 +404,9 @@ def scaling(env, url, port, channel_id, content_type_id, args) -> tuple[str, str
         runs = []
         for _ in range(args.repeat):
             seed(url, channel_id, content_type_id, args.records)
-            before = receiver_count(port)
+            before = len(receiver_keys(port))
             elapsed, _ = run_workers(env, count, args, url)
-            sent = receiver_count(port) - before
-            check_exactly_once(url, args.records, sent)
+            check_exactly_once(url, args.records, receiver_keys(port)[before:], args.fail_first)
             runs.append(args.records / elapsed)
         rates[count] = statistics.median(runs)
     lines = [
@@ -414,9 +436,10 @@ def ab(env, url, port, channel_id, content_type_id, args) -> tuple[str, str]:
     for number in range(1, args.rounds + 1):
         for client in clients:
             seed(url, channel_id, content_type_id, args.ab_records)
-            before = receiver_count(port)
+            before = len(receiver_keys(port))
             _, spent = run_workers(env, args.ab_workers, args, url, client)
-            check_exactly_once(url, args.ab_records, receiver_count(port) - before)
+            keys = receiver_keys(port)[before:]
+            check_exactly_once(url, args.ab_records, keys, args.fail_first)
             rates[client].append(args.ab_records / dispatch_seconds(url))
             cpu[client].append(spent / args.ab_records * 1e6)
             print(
@@ -487,6 +510,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="A/B rounds")
     parser.add_argument("--ab-records", type=int, default=4000, help="due records per A/B run")
     parser.add_argument("--ab-workers", type=int, default=2, help="worker processes per A/B run")
+    parser.add_argument(
+        "--fail-first",
+        type=int,
+        default=0,
+        help="the receiver answers 422 to the first N attempts of each record (0)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=ROOT / "bench" / "DISPATCH.md",
+        help="the report whose section it writes (bench/DISPATCH.md)",
+    )
     parser.add_argument("--database", default="fi_dispatch")
     parser.add_argument("--keep", action="store_true", help="keep the database")
     args = parser.parse_args()
@@ -498,7 +533,9 @@ def main() -> None:
         admin.execute(f'CREATE DATABASE "{args.database}"')
     url = database_url(args.database)
     port = free_port()
-    receiver = subprocess.Popen([sys.executable, str(ROOT / "bench" / "receiver.py"), str(port)])
+    receiver = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "receiver.py"), str(port), str(args.fail_first)]
+    )
     env = {
         **os.environ,
         "DJANGO_ENV": "embedded",
@@ -530,7 +567,7 @@ def main() -> None:
         shutil.rmtree(env["DATA_DIR"], ignore_errors=True)
 
     print(report)
-    write_section(title, " ".join(["bench/dispatch", *sys.argv[1:]]), report)
+    write_section(args.output, title, " ".join(["bench/dispatch", *sys.argv[1:]]), report)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,23 @@
 """A fast local retry receiver for the dispatch benchmark: asyncio, HTTP/1.1 keep-alive, answers
-every POST 200 `{}` and counts them; `GET /count` answers the count."""
+every POST 200 `{}` and counts them; `GET /count` answers the count and `GET /keys` the
+`Idempotency-Key` of every POST received, one a line, in their order. With a second argument N,
+it answers 422 (a refusal of the item, which trips no breaker) to the first N attempts of each
+record (by the body's `failed_integration.pk`).
+
+    python bench/receiver.py PORT [FAIL_FIRST]"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 
 COUNT = 0
+KEYS: list[bytes] = []
+FAIL_FIRST = 0
+SEEN: dict[int, int] = {}  # attempts received of each record (with FAIL_FIRST)
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+FAILED = b"HTTP/1.1 422 Unprocessable Content\r\nContent-Length: 2\r\n\r\n{}"
 
 
 async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
@@ -20,17 +30,40 @@ async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
     return head, (await reader.readexactly(length) if length else b"")
 
 
+def idempotency_key(head: bytes) -> bytes | None:
+    for line in head.split(b"\r\n"):
+        if line[:16].lower() == b"idempotency-key:":
+            return line[16:].strip()
+    return None
+
+
+def answer(body: bytes) -> bytes:
+    if not FAIL_FIRST:
+        return OK
+    try:
+        pk = json.loads(body)["failed_integration"]["pk"]
+    except (ValueError, KeyError, TypeError):
+        return OK  # not an attempt (wrk's requests)
+    SEEN[pk] = SEEN.get(pk, 0) + 1
+    return FAILED if SEEN[pk] <= FAIL_FIRST else OK
+
+
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     global COUNT
     try:
         while True:
-            head, _ = await read_request(reader)
-            if head.startswith(b"GET /count"):
-                body = str(COUNT).encode()
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            head, body = await read_request(reader)
+            if head.startswith(b"GET /"):
+                found = str(COUNT).encode() if head.startswith(b"GET /count") else b"\n".join(KEYS)
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(found), found)
+                )
             else:
                 COUNT += 1
-                writer.write(OK)
+                key = idempotency_key(head)
+                if key is not None:
+                    KEYS.append(key)
+                writer.write(answer(body))
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
         pass
@@ -45,4 +78,5 @@ async def main(port: int) -> None:
 
 
 if __name__ == "__main__":
+    FAIL_FIRST = int(sys.argv[2]) if len(sys.argv) > 2 else 0
     asyncio.run(main(int(sys.argv[1])))

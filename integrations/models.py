@@ -147,7 +147,7 @@ class FailedIntegration(models.Model):
     next_retry_at = models.DateTimeField(null=True, blank=True)
     # An operator asked for an attempt (the retry action) that has not been made yet: the one
     # way an exhausted record is sent (lifecycle.states.RETRIES_LEFT); its outcome clears it.
-    retry_by_hand = models.BooleanField(default=False)
+    retry_by_hand = models.BooleanField(default=False, db_default=False)
     last_attempt_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
     # The worker holding it while an attempt runs, until when (a crashed worker's lease lapses).
