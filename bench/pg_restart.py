@@ -12,8 +12,14 @@ and a staff token of its own, and starts the service against it (`manage.py serv
 DJANGO_ENV=production). Client threads write (POST) and read (GET list, GET record) without
 pause; after `--before` seconds the cluster is stopped (`pg_ctl stop -m fast`, or with
 `--stop-mode immediate` a crash), after
-`--outage` seconds started again, and the load goes on for `--after` seconds. Every request is
-recorded (time, status, latency, body). The promises, each failing the run when broken:
+`--outage` seconds started again, and the load goes on for `--after` seconds. With
+`--stop-mode freeze` the service reaches the cluster through a TCP proxy of this program's,
+which at the stop stops forwarding in either direction, its connections kept open (as a
+database that stops answering, or a network that stops passing, while the operating system
+still acknowledges): the service must give up on its own, within DB_ANSWER_TIMEOUT for a
+statement and DB_CONNECT_TIMEOUT for a connection (2 s each here); at the start the proxy drops
+the frozen connections and forwards new ones again. Every request is recorded (time, status,
+latency, body). The promises, each failing the run when broken:
 
 * during the outage every answer is 503 `{"code": "database_unavailable"}` with a
   `Retry-After` in seconds, never an HTML page, a traceback or a 500, and comes within
@@ -53,6 +59,8 @@ from typing import Any
 
 import httpx
 import psycopg
+
+from tests.proxy import FreezingProxy
 
 from .soak import (
     ROOT,
@@ -598,11 +606,11 @@ def report(
     failed = bool(verdict.problems)
     facts = [
         [
-            f"PostgreSQL stopped (`pg_ctl stop -m {options.stop_mode}` sent, returned)",
+            f"PostgreSQL stopped ({STOPS[options.stop_mode][0]}: sent, returned)",
             f"{timeline.stop_sent:.2f} s, {timeline.down:.2f} s",
         ],
         [
-            "PostgreSQL started (`pg_ctl start` sent, first connection)",
+            f"PostgreSQL back ({STOPS[options.stop_mode][1]}: sent, first connection)",
             f"{timeline.start_sent:.2f} s, {timeline.ready:.2f} s",
         ],
         [
@@ -647,8 +655,14 @@ def report(
         f"The service (`manage.py serve`, production settings, gunicorn `--workers "
         f"{options.workers}`) on a private PostgreSQL cluster, {options.clients} clients writing "
         "(POST) and reading (GET list, GET record) without pause; PostgreSQL is stopped "
-        f"(`pg_ctl stop -m {options.stop_mode}`) after {options.before:g} s, started again "
-        f"{options.outage:g} s later, and the load goes on for {options.after:g} s. A create not "
+        f"({STOPS[options.stop_mode][0]}) after {options.before:g} s, back "
+        f"{options.outage:g} s later, and the load goes on for {options.after:g} s"
+        + (
+            f" (the service's {', '.join(f'{k}={v}' for k, v in FREEZE_TIMEOUTS.items())})"
+            if options.stop_mode == "freeze"
+            else ""
+        )
+        + ". A create not "
         "answered 201 is sent again with its `Idempotency-Key` until it is. Promises: during the "
         "outage only 503 `database_unavailable` with `Retry-After`, each within "
         f"{options.max_latency:g} s; 2xx again within {options.max_recovery:g} s of PostgreSQL "
@@ -666,7 +680,7 @@ def report(
         "",
         "## Answers by phase",
         "",
-        "Phases: *before*, answered before `pg_ctl stop` was sent; *outage*, in flight at some "
+        "Phases: *before*, answered before the stop was sent; *outage*, in flight at some "
         "moment between then and PostgreSQL accepting connections again; *after*, sent after "
         "that (seconds since the load began). `503 database_unavailable` is the answer's "
         "`code`.",
@@ -698,6 +712,16 @@ def report(
 # --- main ------------------------------------------------------------------------------------
 
 
+REPORTS = {"fast": "RESTART.md", "immediate": "RESTART_CRASH.md", "freeze": "RESTART_FREEZE.md"}
+# What the outage is, and its end, as the report says them.
+STOPS = {
+    "fast": ("`pg_ctl stop -m fast`", "`pg_ctl start`"),
+    "immediate": ("`pg_ctl stop -m immediate`", "`pg_ctl start`"),
+    "freeze": ("the proxy stops forwarding", "the proxy forwards again"),
+}
+FREEZE_TIMEOUTS = {"DB_ANSWER_TIMEOUT": "2", "DB_CONNECT_TIMEOUT": "2"}
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bench/pg_restart",
@@ -720,10 +744,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (2)")
     parser.add_argument(
         "--stop-mode",
-        choices=("fast", "immediate"),
+        choices=("fast", "immediate", "freeze"),
         default="fast",
         help="pg_ctl stop -m: fast (a clean shutdown, connections refused at once) or "
-        "immediate (a crash: no checkpoint, recovery from the WAL at the start)",
+        "immediate (a crash: no checkpoint, recovery from the WAL at the start); freeze: "
+        "PostgreSQL runs on, but the proxy between it and the service stops forwarding "
+        "(nothing answered, nothing refused)",
     )
     parser.add_argument(
         "--pg-bin",
@@ -735,7 +761,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     options = parser.parse_args(argv)
     if options.output is None:
-        name = "RESTART.md" if options.stop_mode == "fast" else "RESTART_CRASH.md"
+        name = REPORTS[options.stop_mode]
         options.output = str(ROOT / "bench" / name)
     for name in ("before", "outage", "after"):
         if not 1 <= getattr(options, name) <= 600:
@@ -762,6 +788,7 @@ def main(argv: list[str]) -> int:
     service: Service | None = None
     cluster: Cluster | None = None
     clients: list[Client] = []
+    proxy: FreezingProxy | None = None
     stop = threading.Event()
     try:
         bindir = find_pg_bin(options.pg_bin)
@@ -772,7 +799,14 @@ def main(argv: list[str]) -> int:
         with psycopg.connect(cluster.url("postgres"), autocommit=True) as connection:
             connection.execute("CREATE DATABASE fi_restart")
         db_url = cluster.url("fi_restart")
-        env = service_env(db_url, workdir / "service-data")
+        service_url = db_url
+        if options.stop_mode == "freeze":
+            proxy = FreezingProxy(cluster.port)
+            service_url = db_url.replace(f":{cluster.port}/", f":{proxy.port}/")
+            log(f"   the service reaches it through a proxy on 127.0.0.1:{proxy.port}")
+        env = service_env(service_url, workdir / "service-data")
+        if proxy is not None:
+            env.update(FREEZE_TIMEOUTS)
         setup = set_up_service_data(env, "restart")
         log(f"== Starting the service (gunicorn, {options.workers} workers)")
         service = Service(env, workdir / "server.log", pidfile, workers=options.workers)
@@ -804,27 +838,33 @@ def main(argv: list[str]) -> int:
             client.start()
         sleep_until(options.before, origin, service)
         timeline.stop_sent = time.monotonic() - origin
-        cluster.stop(options.stop_mode)
+        if proxy is not None:
+            proxy.freeze()
+        else:
+            cluster.stop(options.stop_mode)
         timeline.down = time.monotonic() - origin
         took = timeline.down - timeline.stop_sent
-        log(f"   {timeline.stop_sent:5.1f} s: PostgreSQL stopped (in {took:.2f} s)")
+        log(f"   {timeline.stop_sent:5.1f} s: {STOPS[options.stop_mode][0]} (in {took:.2f} s)")
         sleep_until(options.before + options.outage, origin, service)
         timeline.start_sent = time.monotonic() - origin
-        starter = subprocess.Popen(
-            cluster.start_command(),
-            cwd=workdir,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        cluster.running = True
-        deadline = time.monotonic() + 60
-        while not cluster.accepts_connections():
-            if time.monotonic() > deadline:
-                raise Failure(f"PostgreSQL did not start again:\n{cluster.log_tail()}")
-            time.sleep(0.02)
+        if proxy is not None:
+            proxy.thaw()
+        else:
+            starter = subprocess.Popen(
+                cluster.start_command(),
+                cwd=workdir,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            cluster.running = True
+            deadline = time.monotonic() + 60
+            while not cluster.accepts_connections():
+                if time.monotonic() > deadline:
+                    raise Failure(f"PostgreSQL did not start again:\n{cluster.log_tail()}")
+                time.sleep(0.02)
+            starter.wait(timeout=60)
         timeline.ready = time.monotonic() - origin
-        starter.wait(timeout=60)
         log(f"   {timeline.ready:5.1f} s: PostgreSQL accepts connections again")
         sleep_until(timeline.ready + options.after, origin, service)
         timeline.end = time.monotonic() - origin
@@ -889,6 +929,8 @@ def main(argv: list[str]) -> int:
             client.join(timeout=options.max_latency + 20)
         if service is not None:
             service.stop()
+        if proxy is not None:
+            proxy.close()
         if cluster is not None:
             cluster.destroy()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -186,6 +186,9 @@ if DATABASE_URL:
         )
     }
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # Django's backend, its connections waiting at most DB_ANSWER_TIMEOUT for an answer
+        # where the service sets a deadline (common/postgresql/base.py).
+        DATABASES["default"]["ENGINE"] = "common.postgresql"
         DATABASES["default"].setdefault("OPTIONS", {})
         # Fail fast while the database is unreachable: the API answers 503 instead of hanging.
         DATABASES["default"]["OPTIONS"].setdefault(
@@ -198,7 +201,16 @@ if DATABASE_URL:
         # No JIT compilation: the service's statements are short, and compiling a statement
         # whose estimated cost passes jit_above_cost took 100 ms, far more than running it.
         DATABASES["default"]["OPTIONS"].setdefault("options", "-c jit=off")
-else:
+
+# The longest a request (the web server's process: config/wsgi.py), or a worker's claim or
+# outcome, waits for one answer of PostgreSQL before its connection counts as lost (a 503
+# `database_unavailable`; the worker ends, and its service restarts it): a database that stops
+# answering without closing its connections holds nothing longer.
+# Below gunicorn's worker timeout (60 s, common/server.py), above the slowest statement a
+# request runs (a bulk action on a large filter); migrations and housekeeping have no deadline.
+DB_ANSWER_TIMEOUT = env_int("DB_ANSWER_TIMEOUT", 20, minimum=1)
+
+if not DATABASE_URL:
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
         "default": {

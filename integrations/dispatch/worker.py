@@ -34,6 +34,7 @@ from django.db.models import Exists, F, Max, OuterRef
 from django.utils import timezone
 
 from common.database import is_postgresql
+from common.postgresql.base import answers_within
 from integrations.choices import AttemptOutcome, Resolution, State
 from integrations.counting import counts
 from integrations.dispatch import protection
@@ -113,7 +114,15 @@ class Worker:
 
     def run(self, *, once: bool = False) -> int:
         """Works until stopped (or, with `once`, until nothing is due); answers the number of
-        attempts made.
+        attempts made. Each answer of the database is waited for at most DB_ANSWER_TIMEOUT:
+        a database gone silent ends the worker with its error (its service restarts it)
+        rather than holding it, its leases lapsing meanwhile.
+        """
+        with answers_within(settings.DB_ANSWER_TIMEOUT):
+            return self._run(once=once)
+
+    def _run(self, *, once: bool) -> int:
+        """The worker's loop.
 
         Attempts are a pipeline, not batches: up to `batch` are in flight, each outcome is
         written as soon as it is in (with the others that came in meanwhile), and the room it
@@ -208,6 +217,7 @@ class Worker:
         finally:
             connection.close()  # this thread's own
 
+    @answers_within(None)  # a compaction or a vacuum takes as long as it takes
     def housekeeping(self) -> None:
         self.last_housekeeping = time.monotonic()
         expire_records()

@@ -48,6 +48,7 @@ from common.exceptions import (
 from common.fields import INT64_MAX
 from common.pagination import PageRequest, cursor_link, page_links
 from common.parsers import JSONParser, parse_json
+from common.postgresql.base import timed_out
 from integrations.api.access import READ, WRITE, may_sql
 from integrations.counting import counts
 from integrations.lifecycle import policies
@@ -236,8 +237,12 @@ class FastPathMiddleware:
                 # The write may have been committed before the connection was lost: the
                 # regular view would write it again. 503: the client retries it.
                 return unavailable(exc)
-            # A read: the regular view connects again, and answers 503 if the database is
-            # really down.
+            if timed_out(exc):
+                # The database did not answer in time: the regular view would wait as long
+                # again before answering the same.
+                return unavailable(exc)
+            # A read on a connection the database had closed (it restarted, say): the regular
+            # view connects again, and answers 503 if the database is really down.
             return None
         return None
 

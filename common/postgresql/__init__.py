@@ -1,0 +1,1 @@
+"""Django's PostgreSQL backend, with a deadline on the database's answers (see `base`)."""
