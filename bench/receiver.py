@@ -2,22 +2,26 @@
 every POST 200 `{}` and counts them; `GET /count` answers the count and `GET /keys` the
 `Idempotency-Key` of every POST received, one a line, in their order. With a second argument N,
 it answers 422 (a refusal of the item, which trips no breaker) to the first N attempts of each
-record (by the body's `failed_integration.pk`).
+record (by the body's `failed_integration.pk`). With a third, S, it flaps: up S seconds, then
+down S seconds (every attempt answered 500, the app's failure), and so on.
 
-    python bench/receiver.py PORT [FAIL_FIRST]"""
+    python bench/receiver.py PORT [FAIL_FIRST [FLAP]]"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import sys
+import time
 
 COUNT = 0
 KEYS: list[bytes] = []
 FAIL_FIRST = 0
+FLAP = 0.0  # seconds up, then as many down (0: never down)
 SEEN: dict[int, int] = {}  # attempts received of each record (with FAIL_FIRST)
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 FAILED = b"HTTP/1.1 422 Unprocessable Content\r\nContent-Length: 2\r\n\r\n{}"
+DOWN = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 2\r\n\r\n{}"
 
 
 async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
@@ -38,6 +42,8 @@ def idempotency_key(head: bytes) -> bytes | None:
 
 
 def answer(body: bytes) -> bytes:
+    if FLAP and int(time.monotonic() / FLAP) % 2:
+        return DOWN
     if not FAIL_FIRST:
         return OK
     try:
@@ -79,4 +85,5 @@ async def main(port: int) -> None:
 
 if __name__ == "__main__":
     FAIL_FIRST = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+    FLAP = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
     asyncio.run(main(int(sys.argv[1])))

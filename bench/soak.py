@@ -49,6 +49,8 @@ import httpx
 import psycopg
 from psycopg import sql
 
+from .contention import SHARED_OBJECTS, RetryRun, SharedClient, SharedStats, verify_shared
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 UTC = dt.UTC
@@ -966,8 +968,10 @@ def report(
     counts_checked: int,
     machine: list[tuple[str, str]],
     server_tracebacks: int,
+    contention: list[tuple[str, object, list[str]]],
 ) -> tuple[list[str], list[str], bool]:
-    """The summary as text (for the terminal) and as Markdown lines; and the verdict."""
+    """The summary as text (for the terminal) and as Markdown lines; and the verdict.
+    `contention`: the checks of bench/contention.py (what, how many checked, its problems)."""
     total = sum(stats.requests.values())
     answered = [v for values in stats.latencies.values() for v in values]
     mismatches = sum(
@@ -981,6 +985,7 @@ def report(
         + sum(stats.unexpected.values())
         + mismatches
         + server_tracebacks
+        + sum(len(problems) for *_, problems in contention)
     ) > 0
     load_header = [
         "clients",
@@ -1063,6 +1068,7 @@ def report(
             + stats.problems["list of own records differs"]
             + stats.problems["bad list answer"],
         ],
+        *[[what, checked, len(problems)] for what, checked, problems in contention],
         ["tracebacks in the server's output", "", server_tracebacks],
     ]
     verdict = "FAIL" if failed else "PASS"
@@ -1077,6 +1083,10 @@ def report(
     for kind, count in sorted(stats.problems.items()):
         problem_lines.append(f"{kind}: {count}")
         problem_lines += [f"    {example}" for example in stats.examples.get(kind, [])]
+    for what, _, problems in contention:
+        if problems:
+            problem_lines.append(f"{what}: {len(problems)}")
+            problem_lines += [f"    {example}" for example in problems[:5]]
     if problem_lines:
         text += ["", "Problems:", *problem_lines]
     text += ["", f"Verdict: {verdict}"]
@@ -1087,8 +1097,12 @@ def report(
         "",
         "The service under its production server (`manage.py serve`, gunicorn, "
         f"`--workers {options.workers}`) on PostgreSQL, {options.clients} concurrent clients of "
-        f"mixed traffic for {options.duration:g} s; afterwards the database is compared with "
-        "what the clients were told. See the docstring of `bench/soak.py`.",
+        f"mixed traffic for {options.duration:g} s, each on objects of its own; beside them "
+        f"{options.shared_clients} clients reporting failures of the same {SHARED_OBJECTS} "
+        "objects (supersedes racing) and parking by object while others create, and a retry "
+        f"worker against a channel app that flaps every {options.flap:g} s; afterwards the "
+        "database is compared with what the clients were told. See the docstrings of "
+        "`bench/soak.py` and `bench/contention.py`.",
         "",
         f"Command: `{command}`",
         "",
@@ -1127,6 +1141,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=180, help="seconds of load (180)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (2)")
     parser.add_argument(
+        "--shared-clients", type=int, default=2, help="clients on shared objects (2)"
+    )
+    parser.add_argument(
+        "--retry-records", type=int, default=300, help="due records of the retry worker (300)"
+    )
+    parser.add_argument(
+        "--flap", type=float, default=3, help="seconds the retry channel's app is up, then down (3)"
+    )
+    parser.add_argument(
         "--postgres",
         default="postgres://postgres@127.0.0.1:5432/postgres",
         help="the PostgreSQL server (a user that may create databases)",
@@ -1151,6 +1174,7 @@ def main(argv: list[str]) -> int:
     pidfile = PidFile(os.environ.get("FI_PIDFILE"))
     workdir = Path(tempfile.mkdtemp(prefix="fi-soak."))
     service: Service | None = None
+    retry: RetryRun | None = None
     created = False
     try:
         log(f"== Database {options.database} on {options.postgres}")
@@ -1176,13 +1200,38 @@ def main(argv: list[str]) -> int:
             )
             for i in range(options.clients)
         ]
-        log(f"== Load: {options.clients} clients for {options.duration:g} s")
+        shared_channel = int(
+            manage(["channel", "--name", "soak-shared"], env).split(":", 1)[0].split()[1]
+        )
+        retry = RetryRun(env, manage, records=options.retry_records, flap=options.flap)
+        retry.start(service.base_url, setup.key, content_types[0])
+        log(
+            f"== Load: {options.clients} clients for {options.duration:g} s; "
+            f"{options.shared_clients} on shared objects (channel {shared_channel}); a retry "
+            f"worker on {options.retry_records} records (channel {retry.channel_id})"
+        )
         started = time.monotonic()
         for client in clients:
             client.deadline = started + options.duration
             client.start()
+        shared_stats, shared_lock = SharedStats(), threading.Lock()
+        shared = [
+            SharedClient(
+                i,
+                base_url=service.base_url,
+                key=setup.key,
+                channel_id=shared_channel,
+                content_type=content_types[0],
+                deadline=started + options.duration,
+                stats=shared_stats,
+                lock=shared_lock,
+            )
+            for i in range(options.shared_clients)
+        ]
+        for client in shared:
+            client.start()
         progress_at = started
-        while any(c.is_alive() for c in clients):
+        while any(c.is_alive() for c in [*clients, *shared]):
             time.sleep(0.5)
             now = time.monotonic()
             if now - progress_at >= 15:
@@ -1192,6 +1241,10 @@ def main(argv: list[str]) -> int:
             if now > started + options.duration + 120:
                 raise Failure("clients still running 120 s after the end of the load")
         elapsed = time.monotonic() - started
+        worker_failure = retry.stop()
+        for client in shared:
+            if client.crash:
+                raise Failure(f"{client.name} crashed:\n{client.crash}")
 
         stats = ClientStats()
         records: dict[int, Record] = {}
@@ -1206,6 +1259,28 @@ def main(argv: list[str]) -> int:
 
         log("== Checking the database and the counts")
         checked = verify_database(db_url, setup.channel_id, records, stats)
+        shared_checked = verify_shared(db_url, shared_channel, shared_stats)
+        retried, retry_problems = retry.verify(db_url)
+        if worker_failure:
+            retry_problems.insert(0, worker_failure)
+        contention = [
+            (
+                "shared objects: every create stored once as answered, one active failure per "
+                "object (the newest), parks within their objects "
+                f"({len(shared_stats.creates)} creates, {shared_stats.repeats} sent again with "
+                f"their key, {shared_stats.parks} parks)",
+                shared_checked,
+                shared_stats.problems,
+            ),
+            (
+                "retry worker vs a flapping app: attempts matched by key, retry counts, one "
+                "success per resolved record ("
+                + ", ".join(f"{k} {v}" for k, v in retried.items() if k != "attempts")
+                + ")",
+                retried["attempts"],
+                retry_problems,
+            ),
+        ]
         counts_checked = verify_counts(
             service.base_url,
             setup.key,
@@ -1232,7 +1307,7 @@ def main(argv: list[str]) -> int:
             ("load", f"{options.clients} client threads (httpx, keep-alive), one process"),
         ]
         text, md, failed = report(
-            options, stats, elapsed, checked, counts_checked, machine, tracebacks
+            options, stats, elapsed, checked, counts_checked, machine, tracebacks, contention
         )
         log("")
         for line in text:
@@ -1250,6 +1325,8 @@ def main(argv: list[str]) -> int:
             log(f"Server output (last lines):\n{service.log_tail()}")
         return 1
     finally:
+        if retry is not None:
+            retry.close()
         if service is not None:
             service.stop()
         if created and not options.keep:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,3 +166,67 @@ def test_serve_demo_refuses_a_bind_other_machines_reach(tmp_path):
         assert result.returncode != 0
         assert "--demo serves only a loopback address" in result.stderr
         assert not (tmp_path / "db.sqlite3").exists()  # refused before anything was made
+
+
+def wait_listening(server: subprocess.Popen) -> str:
+    output = ""
+    deadline = time.monotonic() + 60
+    while "Listening at" not in output and time.monotonic() < deadline:
+        line = server.stdout.readline()
+        if not line:
+            break
+        output += line
+    assert "Listening at" in output, output
+    return output
+
+
+def outside_an_hour_s_end() -> None:
+    """The login windows are clock hours here: a test that began at :59:50 would see two."""
+    into = time.time() % 3600
+    if into > 3600 - 30:
+        time.sleep(3600 - into + 1)
+
+
+@pytest.mark.parametrize("proxies", [1, 0])
+def test_the_login_throttle_holds_across_worker_processes_and_behind_proxies(tmp_path, proxies):
+    """Two gunicorn worker processes (each attempt on a connection of its own, whichever
+    worker takes it) share one count per client address. Behind one proxy (NUM_PROXIES=1) the
+    address is the one the proxy added last to X-Forwarded-For: a client that writes its own
+    entries first gains nothing, and another client is not throttled. Without proxies the
+    header is the client's own, and ignored."""
+    outside_an_hour_s_end()
+    port = free_port()
+    server = serve(
+        tmp_path,
+        port,
+        "--demo",
+        "--workers",
+        "2",
+        LOGIN_RATE="5/hour",
+        NUM_PROXIES=str(proxies),
+    )
+    login = f"http://127.0.0.1:{port}/api/v1/auth/login/"
+
+    def attempt(forwarded: str, password: str) -> int:
+        with httpx.Client() as http:  # a connection of its own
+            return http.post(
+                login,
+                json={"username": "demo", "password": password},
+                headers={"X-Forwarded-For": forwarded},
+            ).status_code
+
+    try:
+        wait_listening(server)
+        # The client (203.0.113.9, as the proxy saw it) makes up a new first entry each time.
+        guesses = [attempt(f"10.0.0.{i}, 203.0.113.9", "wrong") for i in range(8)]
+        right = attempt("10.0.0.99, 203.0.113.9", "demo")
+        other = attempt("203.0.113.10", "demo")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=30)
+
+    assert guesses == [400] * 5 + [429] * 3
+    assert right == 429  # the address is throttled, not the guess
+    # Behind the proxy another client may log in; without one, every attempt came from
+    # 127.0.0.1, whatever the header said.
+    assert other == (200 if proxies else 429)

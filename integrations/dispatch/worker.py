@@ -466,12 +466,14 @@ def finish_attempts(claimed: list[Claimed], results: list[AttemptResult], *, wor
             protection.locked(channel_id)
         # The fields an outcome is derived from, as they are now under the rows' locks: a
         # PATCH during the attempt (lowering max_retry_count, say) is not undone by a schedule
-        # derived from the claim's read.
+        # derived from the claim's read. An attempt holds its record while the record's lease
+        # is the one its claim wrote: a lease that lapsed and was claimed again (by another
+        # worker, or by this one while the outcome waited) belongs to the later claim.
         held = {
-            row["pk"]: row
+            (row["pk"], row["lease_expires_at"]): row
             for row in FailedIntegration.objects.select_for_update()
             .filter(pk__in=[c.record.pk for c in claimed], lease_owner=worker, is_active=True)
-            .values("pk", *OUTCOME_INPUTS)
+            .values("pk", "lease_expires_at", *OUTCOME_INPUTS)
         }
         resolved, failed, exhausted = [], [], []
         verdicts: dict[int, list[protection.Verdict]] = {}
@@ -480,7 +482,8 @@ def finish_attempts(claimed: list[Claimed], results: list[AttemptResult], *, wor
             attempt.finished_at = now
             attempt.http_status = result.http_status
             attempt.error = truncate(result.error)
-            if record.pk not in held:
+            lease = held.get((record.pk, record.lease_expires_at))
+            if lease is None:
                 attempt.outcome = AttemptOutcome.LEASE_LOST
                 logger.warning(
                     "attempt %s of %s: the lease lapsed before the answer; ignored",
@@ -491,7 +494,7 @@ def finish_attempts(claimed: list[Claimed], results: list[AttemptResult], *, wor
                 continue
             attempt.outcome = result.outcome
             for name in OUTCOME_INPUTS:
-                setattr(record, name, held[record.pk][name])
+                setattr(record, name, lease[name])
             record.lease_owner, record.lease_expires_at = "", None
             record.last_attempt_at = record.modified_date = now
             verdict = protection.verdict(

@@ -265,7 +265,7 @@ def ask(
     )
     if request.dry_run:
         return 200, _preview(bulk, request=request, user=user, source=source)
-    return _start(bulk, user=user, source=source)
+    return _start(bulk, _begin(bulk), user=user, source=source)
 
 
 def _preview(bulk: BulkAction, *, request: ActionRequest, user, source: str) -> dict:
@@ -329,11 +329,10 @@ def _confirm(
         problem = _confirm_problem(bulk, request)
         if problem:
             raise ValidationError({"confirm": [problem]})
-        bulk.status = BulkAction.Status.QUEUED
         bulk.token_hash = ""
         bulk.created_at = timezone.now()
-        bulk.save(update_fields=["status", "token_hash", "created_at"])
-    return _start(bulk, user=user, source=source, saved=True)
+        owner = _begin(bulk, changed=["token_hash", "created_at"])  # once, under the lock
+    return _start(bulk, owner, user=user, source=source)
 
 
 def _confirm_problem(bulk: BulkAction | None, request: ActionRequest) -> str | None:
@@ -352,35 +351,52 @@ def _confirm_problem(bulk: BulkAction | None, request: ActionRequest) -> str | N
     return None
 
 
-def _start(
-    bulk: BulkAction, *, user: AbstractBaseUser, source: str, saved: bool = False
-) -> tuple[int, dict]:
-    """Acts on the kept records at once, or queues them for the workers when they are many."""
-    queued = bulk.total > settings.BULK_ACTION_SYNC_MAX
-    bulk.status = BulkAction.Status.QUEUED
-    if not saved:
+def _begin(bulk: BulkAction, *, changed: list[str] | None = None) -> str | None:
+    """Saves the action to be done: queued for the workers when its records are many, else
+    leased by this request as it is saved, so that no worker looking for queued actions takes
+    it first (the request would answer before the work was done). Answers the request's lease
+    owner (None: queued). `changed`: the fields to save of an action saved before (a confirmed
+    preview); else it is saved whole."""
+    owner = None
+    if bulk.total > settings.BULK_ACTION_SYNC_MAX:
+        bulk.status = BulkAction.Status.QUEUED
+    else:
+        owner, now = f"request:{secrets.token_hex(4)}", timezone.now()
+        bulk.status, bulk.lease_owner, bulk.started_at = BulkAction.Status.RUNNING, owner, now
+        bulk.lease_expires_at = now + dt.timedelta(seconds=settings.RETRY_LEASE_SECONDS)
+    if changed is None:
         bulk.save()
+    else:
+        bulk.save(
+            update_fields=[*changed, "status", "lease_owner", "lease_expires_at", "started_at"]
+        )
+    return owner
+
+
+def _start(
+    bulk: BulkAction, owner: str | None, *, user: AbstractBaseUser, source: str
+) -> tuple[int, dict]:
+    """Acts on the kept records at once (`owner`: this request's lease), or answers that the
+    workers will (queued)."""
     audit(
         user=user,
         channel_id=bulk.channel_id,
         action=bulk.action,
         source=source,
-        outcome=bulk.status,
+        outcome=BulkAction.Status.QUEUED,
         filters=bulk.filters,
         reset_count=bulk.reset_count,
         matched=bulk.total,
         bulk_action=bulk,
     )
-    if queued:
+    if owner is None:
         return 202, {
             "action": bulk.action,
             "matched": bulk.total,
             "dry_run": False,
             "operation": operation_data(bulk),
         }
-    owner = f"request:{secrets.token_hex(4)}"
-    if _lease(bulk, owner):
-        work(bulk, owner=owner)
+    work(bulk, owner=owner)
     bulk.refresh_from_db()
     return 200, {
         "action": bulk.action,

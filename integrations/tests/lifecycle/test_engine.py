@@ -274,6 +274,35 @@ def test_parking_withdraws_a_retry_asked_for_by_hand(
     assert run_worker() == 0 and receiver.received == []
 
 
+def test_an_attempt_whose_lease_was_claimed_again_counts_once(
+    retry_channel, product_type, receiver
+):
+    """A worker whose outcome waited past its lease claims the record again (it was due): the
+    first attempt's outcome is ignored as lease_lost, even in the same batch of outcomes as
+    the second, which alone uses a retry."""
+    receiver.status = 422
+    failed = report(retry_channel, product_type, retry_count=1, max_retry_count=5)
+    make_due(failed)
+    busy = worker.Worker(worker.WorkerConfig(lease=30, timeout=2))
+    first = busy.claim()
+    worker.start_attempts(first, worker=busy.config.name)
+    answers = [busy.send(item) for item in first]
+    FailedIntegration.objects.filter(pk=failed.pk).update(
+        lease_expires_at=timezone.now() - dt.timedelta(seconds=1)
+    )
+    again = busy.claim()
+    worker.start_attempts(again, worker=busy.config.name)
+    answers += [busy.send(item) for item in again]
+
+    worker.finish_attempts(first + again, answers, worker=busy.config.name)
+
+    failed.refresh_from_db()
+    assert len(first) == len(again) == 1 and failed.retry_count == 2
+    outcomes = [item.attempt.outcome for item in first + again]
+    assert outcomes == ["lease_lost", "http_error"]
+    assert failed.lease_owner == "" and failed.lease_expires_at is None
+
+
 def test_mapping_is_not_retried_on_its_own_but_on_request(
     retry_channel, product_type, receiver, api_client
 ):

@@ -130,6 +130,35 @@ def test_the_previewed_set_is_the_set_acted_on(api_client, channel, many, make_f
     assert body["operation"]["status"] == "done"
 
 
+@pytest.mark.parametrize("previewed", [False, True])
+def test_a_worker_looking_for_queued_actions_never_takes_one_a_request_acts_on(
+    api_client, channel, many, monkeypatch, previewed
+):
+    """A worker's turn comes while the request saves its action (here: at the audit, between
+    the save and the work): the worker finds nothing to take, and the request answers 200 when
+    the work is done, never before."""
+    remote, _ = many
+    taken = []
+    audit = bulk.audit
+
+    def a_worker_s_turn_meanwhile(**kwargs):
+        audit(**kwargs)
+        pending = BulkAction.objects.get(pk=kwargs["bulk_action"].pk)
+        taken.append(bulk._lease(pending, "worker:other"))
+
+    url = f"{base(channel)}/park/?reason_type=remote"
+    if previewed:
+        url = f"{base(channel)}/park/?confirm={preview(api_client, channel)['confirm']}"
+    monkeypatch.setattr(bulk, "audit", a_worker_s_turn_meanwhile)
+    response = api_client.post(url)
+
+    body = response.json()
+    assert taken == [False]
+    assert response.status_code == 200 and body["operation"]["status"] == "done"
+    assert (body["matched"], body["affected"]) == (3, 3)
+    assert parked() == {r.pk for r in remote}
+
+
 def test_a_confirmation_is_good_once(api_client, channel, many):
     seen = preview(api_client, channel)
     first = api_client.post(f"{base(channel)}/park/", {"confirm": seen["confirm"]}, format="json")
