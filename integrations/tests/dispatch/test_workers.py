@@ -306,3 +306,32 @@ def test_four_workers_make_each_attempt_once_through_failures(channel, product_t
     )
     counts = dict(FailedIntegration.objects.values_list("pk", "retry_count"))
     assert all(counts[pk] == 1 + failures[pk] for pk in pks)
+
+
+def test_a_lease_held_by_a_live_worker_is_never_taken_by_another(channel, product_type):
+    """Attempts slower than the claims (the app answers after 1.5 s): while one worker's are in
+    flight, their records are still due by their schedule, and two other workers poll for due
+    records all along. None of them takes a record leased by another: each record is sent
+    once, and no outcome is discarded as lease_lost."""
+    receiver = Receiver(delay=1.5).start()
+    channel.retry_endpoint = receiver.url
+    channel.save()
+    records = due_records(channel, product_type, 12)
+    options = ("--concurrency", "4", "--batch", "4", "--lease", "8", "--timeout", "4")
+    workers = [worker_process(*options, "--poll", "0.05") for _ in range(3)]
+    try:
+        assert wait_until(
+            lambda: FailedIntegration.objects.filter(pk__in=records, is_active=False).count() == 12,
+            timeout=60,
+        )
+    finally:
+        for process in workers:
+            process.send_signal(signal.SIGTERM)
+        outputs = [process.communicate(timeout=60)[0] for process in workers]
+        receiver.stop()
+
+    assert all(process.returncode == 0 for process in workers), outputs
+    sent = Counter(item.json["failed_integration"]["pk"] for item in receiver.received)
+    assert sent == dict.fromkeys(records, 1)
+    assert not RetryAttempt.objects.filter(outcome="lease_lost").exists()
+    assert RetryAttempt.objects.filter(outcome="success").count() == 12
