@@ -45,18 +45,23 @@ def serve(tmp_path, port: int, *options: str, **env: str) -> subprocess.Popen:
     )
 
 
+def wait_listening(server: subprocess.Popen) -> str:
+    output = ""
+    deadline = time.monotonic() + 60
+    while "Listening at" not in output and time.monotonic() < deadline:
+        line = server.stdout.readline()
+        if not line:
+            break
+        output += line
+    assert "Listening at" in output, output
+    return output
+
+
 def test_serve_migrates_prints_a_token_and_answers(tmp_path):
     port = free_port()
     server = serve(tmp_path, port, "--demo")
     try:
-        output = ""
-        deadline = time.monotonic() + 60
-        while "Listening at" not in output and time.monotonic() < deadline:
-            line = server.stdout.readline()
-            if not line:
-                break
-            output += line
-        assert "Listening at" in output, output
+        output = wait_listening(server)
         key = re.search(r"Token: ([0-9a-f]{40})", output).group(1)
         channel = re.search(r"Demo channel (\d+)", output).group(1)
         base = f"http://127.0.0.1:{port}/api/v1/channel/{channel}/failed_integrations/"
@@ -166,18 +171,6 @@ def test_serve_demo_refuses_a_bind_other_machines_reach(tmp_path):
         assert result.returncode != 0
         assert "--demo serves only a loopback address" in result.stderr
         assert not (tmp_path / "db.sqlite3").exists()  # refused before anything was made
-
-
-def wait_listening(server: subprocess.Popen) -> str:
-    output = ""
-    deadline = time.monotonic() + 60
-    while "Listening at" not in output and time.monotonic() < deadline:
-        line = server.stdout.readline()
-        if not line:
-            break
-        output += line
-    assert "Listening at" in output, output
-    return output
 
 
 def outside_an_hour_s_end() -> None:

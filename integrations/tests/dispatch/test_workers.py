@@ -22,14 +22,20 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres_only
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def worker_process(*args: str) -> subprocess.Popen:
-    """`manage.py run_worker` against the test database."""
+def worker_process(*args: str, port: int | None = None, **more: str) -> subprocess.Popen:
+    """`manage.py run_worker` against the test database (through `port`, if given), with
+    `more` in its environment."""
     settings = connection.settings_dict
     url = (
         f"postgres://{settings['USER']}@{settings['HOST'] or '127.0.0.1'}:"
-        f"{settings['PORT'] or 5432}/{settings['NAME']}"
+        f"{port or settings['PORT'] or 5432}/{settings['NAME']}"
     )
-    env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "config.settings_test"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "DJANGO_SETTINGS_MODULE": "config.settings_test",
+        **more,
+    }
     return subprocess.Popen(
         [sys.executable, "manage.py", "run_worker", "--poll", "0.05", *args],
         cwd=ROOT,
@@ -56,6 +62,13 @@ def due_records(channel, content_type, n: int) -> list[int]:
         for i in range(n)
     )
     return list(FailedIntegration.objects.filter(channel=channel).values_list("pk", flat=True))
+
+
+def stopped(workers: list[subprocess.Popen]) -> list[str]:
+    """Tells the workers to stop (SIGTERM) and answers their outputs once they have."""
+    for process in workers:
+        process.send_signal(signal.SIGTERM)
+    return [process.communicate(timeout=60)[0] for process in workers]
 
 
 def wait_until(condition, timeout: float) -> bool:
@@ -135,9 +148,7 @@ def test_four_workers_keep_a_channel_s_rate_limit_between_them(channel, product_
         assert wait_until(lambda: len(receiver.received) >= 60, timeout=60)
         time.sleep(0.5)  # anything beyond the 60 would show now
     finally:
-        for process in workers:
-            process.send_signal(signal.SIGTERM)
-        outputs = [process.communicate(timeout=60)[0] for process in workers]
+        outputs = stopped(workers)
         receiver.stop()
 
     assert all(process.returncode == 0 for process in workers), outputs
@@ -168,9 +179,7 @@ def test_four_workers_keep_a_channel_s_send_window_between_them(channel, product
         )
         time.sleep(2)  # the claims of every worker have come round
     finally:
-        for process in workers:
-            process.send_signal(signal.SIGTERM)
-        outputs = [process.communicate(timeout=60)[0] for process in workers]
+        outputs = stopped(workers)
 
     assert all(process.returncode == 0 for process in workers), outputs
     refused = RetryAttempt.objects.filter(outcome="refused").count()
@@ -275,9 +284,7 @@ def test_four_workers_make_each_attempt_once_through_failures(channel, product_t
             240,
         )
     finally:
-        for process in workers:
-            process.send_signal(signal.SIGTERM)
-        outputs = [process.communicate(timeout=60)[0] for process in workers]
+        outputs = stopped(workers)
         receiver.stop()
 
     assert done, outputs
@@ -325,9 +332,7 @@ def test_a_lease_held_by_a_live_worker_is_never_taken_by_another(channel, produc
             timeout=60,
         )
     finally:
-        for process in workers:
-            process.send_signal(signal.SIGTERM)
-        outputs = [process.communicate(timeout=60)[0] for process in workers]
+        outputs = stopped(workers)
         receiver.stop()
 
     assert all(process.returncode == 0 for process in workers), outputs
@@ -335,3 +340,35 @@ def test_a_lease_held_by_a_live_worker_is_never_taken_by_another(channel, produc
     assert sent == dict.fromkeys(records, 1)
     assert not RetryAttempt.objects.filter(outcome="lease_lost").exists()
     assert RetryAttempt.objects.filter(outcome="success").count() == 12
+
+
+def test_a_worker_whose_database_stops_answering_ends_instead_of_hanging(channel, product_type):
+    """The worker reaches PostgreSQL through a proxy that stops forwarding in the middle of
+    its work: within DB_ANSWER_TIMEOUT (1 s here) plus a moment, the worker ends with the error
+    (its service manager starts it again), rather than waiting for an answer that never comes
+    while its leases lapse."""
+    from tests.proxy import FreezingProxy
+
+    receiver = Receiver(delay=0.2).start()
+    channel.retry_endpoint = receiver.url
+    channel.save()
+    due_records(channel, product_type, 200)
+    proxy = FreezingProxy(int(connection.settings_dict["PORT"] or 5432))
+    worker = worker_process(
+        "--concurrency", "4", "--batch", "8", port=proxy.port, DB_ANSWER_TIMEOUT="1"
+    )
+    try:
+        assert wait_until(lambda: len(receiver.received) >= 8, timeout=30)
+        proxy.freeze()
+        frozen_at = time.monotonic()
+        output = worker.communicate(timeout=30)[0]
+        ended_after = time.monotonic() - frozen_at
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        proxy.close()
+        receiver.stop()
+
+    assert worker.returncode != 0
+    assert "did not answer within 1 s" in output, output[-2000:]
+    assert ended_after < 10, ended_after
