@@ -57,7 +57,36 @@ class SharedStats:
     problems: list[str] = field(default_factory=list)
 
 
-class SharedClient(threading.Thread):
+class LoadClient(threading.Thread):
+    """A client thread of the soak: one keep-alive connection with the token, `step` after
+    `step` until `deadline`; an exception (a bug of the script) is kept in `crash`, which fails
+    the run."""
+
+    base_url: str
+    key: str
+    deadline: float
+    crash: str | None = None
+
+    def step(self, http: httpx.Client) -> None:
+        raise NotImplementedError
+
+    def run(self) -> None:
+        try:
+            with httpx.Client(
+                base_url=self.base_url,
+                headers={"Authorization": f"Token {self.key}"},
+                timeout=httpx.Timeout(30.0),
+                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+            ) as http:
+                while time.monotonic() < self.deadline:
+                    self.step(http)
+        except Exception as error:
+            import traceback
+
+            self.crash = f"{error!r}\n{traceback.format_exc()}"
+
+
+class SharedClient(LoadClient):
     """Reports of a few shared objects, and parks by object filters, as fast as it can."""
 
     def __init__(
@@ -78,7 +107,6 @@ class SharedClient(threading.Thread):
         self.path = f"/api/v1/channel/{channel_id}/failed_integrations/"
         self.content_type = content_type
         self.stats, self.lock = stats, lock
-        self.crash: str | None = None
 
     def create(self, http: httpx.Client) -> None:
         body = {
@@ -129,19 +157,8 @@ class SharedClient(threading.Thread):
         with self.lock:
             self.stats.problems.append(text)
 
-    def run(self) -> None:
-        try:
-            with httpx.Client(
-                base_url=self.base_url,
-                headers={"Authorization": f"Token {self.key}"},
-                timeout=httpx.Timeout(30.0),
-            ) as http:
-                while time.monotonic() < self.deadline:
-                    (self.park if self.rng.random() < 0.1 else self.create)(http)
-        except Exception as error:  # a bug of this script: reported, fails the run
-            import traceback
-
-            self.crash = f"{error!r}\n{traceback.format_exc()}"
+    def step(self, http: httpx.Client) -> None:
+        (self.park if self.rng.random() < 0.1 else self.create)(http)
 
 
 def verify_shared(db_url: str, channel_id: int, stats: SharedStats) -> int:
@@ -188,7 +205,7 @@ def verify_shared(db_url: str, channel_id: int, stats: SharedStats) -> int:
 class RetryRun:
     """A retry worker against a flapping channel app, beside the load."""
 
-    def __init__(self, env: dict[str, str], manage, *, records: int, flap: float):
+    def __init__(self, env: dict[str, str], manage, *, port: int, records: int, flap: float):
         self.env = {
             **env,
             # Quick to open and to probe again: a flap of a few seconds is an outage here.
@@ -198,7 +215,7 @@ class RetryRun:
             "ALLOWED_ENDPOINT_NETWORKS": "127.0.0.0/8",  # the app is on this machine
         }
         self.manage, self.records, self.flap = manage, records, flap
-        self.port = _free_port()
+        self.port = port  # the channel app's
         self.receiver: subprocess.Popen | None = None
         self.worker: subprocess.Popen | None = None
         self.channel_id = 0
@@ -348,11 +365,3 @@ class RetryRun:
             "received": len(received),
             **outcomes,
         }, problems
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -49,7 +49,14 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from .contention import SHARED_OBJECTS, RetryRun, SharedClient, SharedStats, verify_shared
+from .contention import (
+    SHARED_OBJECTS,
+    LoadClient,
+    RetryRun,
+    SharedClient,
+    SharedStats,
+    verify_shared,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -453,7 +460,7 @@ def status_class(status: int) -> str:
     return f"{status // 100}xx"
 
 
-class Client(threading.Thread):
+class Client(LoadClient):
     """One client: a keep-alive connection, its own object ids, a random mix of operations."""
 
     def __init__(
@@ -733,20 +740,8 @@ class Client(threading.Thread):
             return "create"
         return name
 
-    def run(self) -> None:
-        try:
-            with httpx.Client(
-                base_url=self.base_url,
-                headers={"Authorization": f"Token {self.key}"},
-                timeout=httpx.Timeout(30.0),
-                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-            ) as http:
-                while time.monotonic() < self.deadline:
-                    getattr(self, f"op_{self.choose()}")(http)
-        except Exception as error:  # a bug of this script: reported, fails the run
-            import traceback
-
-            self.crash = f"{error!r}\n{traceback.format_exc()}"
+    def step(self, http: httpx.Client) -> None:
+        getattr(self, f"op_{self.choose()}")(http)
 
 
 # --- verification ----------------------------------------------------------------------------
@@ -1203,7 +1198,9 @@ def main(argv: list[str]) -> int:
         shared_channel = int(
             manage(["channel", "--name", "soak-shared"], env).split(":", 1)[0].split()[1]
         )
-        retry = RetryRun(env, manage, records=options.retry_records, flap=options.flap)
+        retry = RetryRun(
+            env, manage, port=free_port(), records=options.retry_records, flap=options.flap
+        )
         retry.start(service.base_url, setup.key, content_types[0])
         log(
             f"== Load: {options.clients} clients for {options.duration:g} s; "
