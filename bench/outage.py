@@ -243,9 +243,21 @@ class Ours:
                 "SELECT learned_rate FROM integrations_channeldispatch WHERE channel_id = %s",
                 (self.channel_ids["B"],),
             ).fetchone()
+            # B's attempts by 10 s from the first: how many started, and their mean time in
+            # flight (from the claim's start to the outcome written), for the round's log.
+            timeline = db.execute(
+                "WITH b AS (SELECT a.started_at, a.finished_at FROM integrations_retryattempt a "
+                "JOIN integrations_failedintegration f ON f.id = a.failed_integration_id "
+                "WHERE f.channel_id = %s) SELECT floor(extract(epoch FROM b.started_at - "
+                "(SELECT min(started_at) FROM b)) / 10)::int, count(*), round(avg(extract(epoch "
+                "FROM b.finished_at - b.started_at))::numeric, 2)::float FROM b GROUP BY 1 "
+                "ORDER BY 1",
+                (self.channel_ids["B"],),
+            ).fetchall()
         result = outcome(scenario, stats, exhausted, refused, elapsed)
         if scenario.with_a_and_b:
             result["b_learned_rate"] = learned[0] if learned else None
+            result["b_per_10s"] = [[count, in_flight] for _, count, in_flight in timeline]
         return result
 
 

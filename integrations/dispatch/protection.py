@@ -8,11 +8,15 @@ now, and what its answers say about it.
   before the breaker opens.
 * **Rate limit** (`Channel.rate_limit`, attempts per second): a token bucket in the channel's
   `ChannelDispatch` row, which every worker's claim locks (PostgreSQL; on SQLite, the one
-  worker's own). A burst is at most a tenth of a second's worth.
+  worker's own). A burst is at most a tenth of a second's worth (BURST_SECONDS). A claim may
+  take the tokens of the next CLAIM_AHEAD seconds too, each attempt then sent when its token
+  comes (`taken` answers when): the app gets its rate evenly however seldom the workers, busy
+  with other channels, come to claim.
 * **Asked to wait**: a 429, or a 503 with `Retry-After`, holds the channel's dispatch until then
   and is not counted as an attempt of the record (outcome `throttled`). It also teaches the
   channel a rate (`ChannelDispatch.learned_rate`): THROTTLE_LEARN_PERCENT of the rate the app was
-  taking when the first came (what it got in the last second, less what it refused), or at a
+  taking when the first came (what it got in the last second, less what it refused, or what it
+  answered in the last second if more), or at a
   later one of the learned rate or what the app answered in the last second, if less.
   The learned rate limits like the rate limit; it grows by a tenth every THROTTLE_GROWTH_SECONDS
   without a 429 (so that a limit the app raised is found again), and is forgotten after
@@ -62,6 +66,11 @@ DEFAULT_WAIT = 5.0
 LONGEST_WAIT = 3600.0
 # The most attempts in flight to one app that the send window grows to.
 WINDOW_MAX = 10_000
+# A rate's bucket holds BURST_SECONDS of its tokens; a claim may take those of the next
+# CLAIM_AHEAD seconds too (sent when they come), and waits for CLAIM_SPACING seconds' worth.
+BURST_SECONDS = 0.1
+CLAIM_AHEAD = 0.25
+CLAIM_SPACING = 0.05
 
 SUCCESS, THROTTLED, APP_FAILURE, ITEM_FAILURE = "success", "throttled", "app", "item"
 OPENED, CLOSED, DISABLED = "channel.circuit_opened", "channel.circuit_closed", "channel.disabled"
@@ -192,7 +201,7 @@ def allowance(
     rate = effective_rate(channel, dispatch, now)
     if rate is not None:
         _refill(dispatch, rate, now)
-        want = min(want, math.floor(dispatch.tokens))
+        want = min(want, math.floor(dispatch.tokens + rate * CLAIM_AHEAD))
     return max(want, 0)
 
 
@@ -213,7 +222,7 @@ def waiting(channel: Channel, dispatch: ChannelDispatch, now: dt.datetime) -> st
         return HELD
     if dispatch.circuit == Circuit.CLOSED and dispatch.tokens_at is not None:
         rate = effective_rate(channel, dispatch, now)
-        if rate is not None and dispatch.tokens + _accrual(dispatch, rate, now) < 1.0:
+        if rate is not None and _available(dispatch, rate, now) < 1.0:
             return LIMITED
     return None
 
@@ -234,33 +243,59 @@ def window_of(dispatch: ChannelDispatch) -> int:
 
 
 def _refill(dispatch: ChannelDispatch, rate: float, now: dt.datetime) -> None:
-    """Tokens accrue at `rate` a second (with up to 5% jitter, so that workers' claims spread
-    out), up to a tenth of a second's worth (at least one): any one second sees at most the
-    rate and that tenth."""
-    capacity = max(1.0, rate / 10)
+    """Tokens accrue at `rate` a second, up to BURST_SECONDS' worth (at least one): any one
+    second sees at most the rate and that burst. Below zero, they are the next ones, taken
+    ahead (`taken`). (The workers' claims spread out by the jitter of their waits for the
+    tokens, `token_wait`, not by tokens lost.)"""
+    capacity = max(1.0, rate * BURST_SECONDS)
     if dispatch.tokens_at is None:
-        dispatch.tokens = 1.0
+        dispatch.tokens, dispatch.tokens_at = 1.0, now
     else:
-        accrued = _accrual(dispatch, rate, now) * random.uniform(0.95, 1.0)
-        dispatch.tokens = min(capacity, dispatch.tokens + accrued)
-    dispatch.tokens_at = now
+        dispatch.tokens = min(capacity, dispatch.tokens + _accrual(dispatch, rate, now))
+        # Never back in time (a claim's clock read before another's took its tokens).
+        dispatch.tokens_at = max(dispatch.tokens_at, now)
 
 
 def _accrual(dispatch: ChannelDispatch, rate: float, now: dt.datetime) -> float:
-    """The tokens accrued since the last refill (before the jitter)."""
+    """The tokens accrued since the last refill."""
     return rate * max((now - dispatch.tokens_at).total_seconds(), 0.0)
 
 
-def taken(channel: Channel, dispatch: ChannelDispatch, count: int, now: dt.datetime) -> None:
-    """Records that a claim took `count` records (their tokens), with `dispatch` locked. Taking
-    none changes nothing worth a write: a refill need not be written (the next one accrues from
-    the last one written), and the changes of state write themselves."""
+def _available(dispatch: ChannelDispatch, rate: float, now: dt.datetime) -> float:
+    """The tokens a claim may take now: those accrued and those of the next CLAIM_AHEAD s."""
+    return dispatch.tokens + _accrual(dispatch, rate, now) + rate * CLAIM_AHEAD
+
+
+def token_wait(channel: Channel, dispatch: ChannelDispatch, now: dt.datetime) -> float | None:
+    """Seconds until the channel's rate has tokens for a claim, with up to a tenth more of
+    jitter so that the workers waiting for them do not all come at once (0: they are there
+    now; None: no rate limits it). A claim waits for one token, or for CLAIM_SPACING's worth
+    when that is more (a fast rate is taken a few at a time rather than in a claim each),
+    always less than the bucket holds: none is lost to the wait."""
+    rate = effective_rate(channel, dispatch, now)
+    if rate is None or dispatch.tokens_at is None:
+        return None
+    missing = max(1.0, rate * CLAIM_SPACING) - _available(dispatch, rate, now)
+    return max(missing, 0.0) / rate * random.uniform(1.0, 1.1)
+
+
+def taken(channel: Channel, dispatch: ChannelDispatch, count: int, now: dt.datetime) -> list[float]:
+    """Records that a claim took `count` records (their tokens), with `dispatch` locked, and
+    answers when each may be sent: seconds from `now`, 0 but for the tokens taken ahead, each
+    sent when it comes. Taking none changes nothing worth a write: a refill need not be written
+    (the next one accrues from the last one written), and the changes of state write
+    themselves."""
     if not count:
-        return
+        return []
+    waits = [0.0] * count
     if dispatch.tokens_at is not None:
+        rate = effective_rate(channel, dispatch, now)
+        if rate is not None:
+            waits = [max(0.0, (k + 1 - dispatch.tokens) / rate) for k in range(count)]
         dispatch.tokens -= count
     _count(dispatch, "sent", count, now)
     _save(dispatch, now, channel)
+    return waits
 
 
 # Two counts in the dispatch row ("sent", "answered"), each in windows of a second or more.
@@ -349,14 +384,17 @@ def _learn(channel: Channel, dispatch: ChannelDispatch, now: dt.datetime, *, ref
 
     The first lesson: what the app was getting in the last second, less what it refused (the
     attempts still in flight are counted: while the sends ramp up, the answers lag behind what
-    the app got). A later one, sent at the learned rate: what the app answered in the last
-    second, if less (a first lesson too high, as the refusals of another batch were not in
-    yet, comes down at once rather than by a twentieth at each hold)."""
+    the app got), or what it answered in the last second if more (an app that refuses at once
+    and answers later gets a burst of refusals in a batch). A later one, sent at the learned
+    rate: what the app answered a second lately (`answered_rate`), if less (a first lesson too
+    high, as the refusals of another batch were not in yet, comes down at once rather than by
+    a twentieth at each hold)."""
     learned = learned_rate(channel, dispatch, now)
+    answered = answered_rate(dispatch, now)
     if learned is None:
-        known = in_last_second(dispatch, "sent", now) - refused
+        known = max(in_last_second(dispatch, "sent", now) - refused, answered)
     else:
-        known = min(learned, in_last_second(dispatch, "answered", now) or learned)
+        known = min(learned, answered or learned)
     if channel.rate_limit is not None:
         known = min(known, channel.rate_limit) if known else channel.rate_limit
     if known < 1.0:
@@ -370,6 +408,17 @@ def _learn(channel: Channel, dispatch: ChannelDispatch, now: dt.datetime, *, ref
             rate,
         )
     dispatch.learned_rate, dispatch.learned_at = rate, now
+
+
+def answered_rate(dispatch: ChannelDispatch, now: dt.datetime) -> float:
+    """What the app answered a second lately: in the last second, or, when the last hold ended
+    within it, in the time since (nothing was sent during the hold; a fifth of a second at
+    least, so that a moment's answers do not pass for a second's)."""
+    answered = in_last_second(dispatch, "answered", now)
+    if dispatch.retry_after_until is None or dispatch.retry_after_until >= now:
+        return answered
+    sending = (now - dispatch.retry_after_until).total_seconds()
+    return answered / min(max(sending, 0.2), 1.0)
 
 
 def _trips(dispatch: ChannelDispatch) -> bool:

@@ -72,7 +72,8 @@ HEARTBEAT_SECONDS = 10.0
 # After an attempt ends, how long the worker waits for others to end with it, so that their
 # outcomes are written together.
 GATHER_SECONDS = 0.02
-# How soon a worker whose channels were all at a limit (rate, window, in flight) looks again.
+# How soon a worker whose channels were all at a limit of what is in flight (the send window,
+# the concurrency cap) looks again; one waiting for a rate's tokens looks when they are due.
 LIMITED_WAIT = 0.05
 HEARTBEATS_KEPT = dt.timedelta(days=1)
 
@@ -83,6 +84,7 @@ class Claimed:
     endpoint: str
     secrets: tuple[str, ...]  # that sign its request (signing.signing_secrets)
     attempt: RetryAttempt | None = None
+    send_at: float = 0.0  # time.monotonic() when its rate's token comes (0: at once)
 
 
 @dataclass
@@ -108,7 +110,10 @@ class Worker:
         self.housekeeper: threading.Thread | None = None
         self.housekeeping_beside = False  # in a thread of its own (see start_housekeeping)
         self.last_beat = -math.inf
-        self.limited = False
+        # When (time.monotonic()) a channel at a limit may take more (None: none was), and the
+        # channels that wait for their rate's tokens.
+        self.look_at: float | None = None
+        self.waiting_for_tokens: set[int] = set()
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -147,34 +152,55 @@ class Worker:
                 self.start_housekeeping()
             claimed: list[Claimed] = []
             room = self.config.batch - len(flying)
-            # Claims of half the batch at least (each claim is a few statements).
-            asked = not stopping and room > 0 and (room >= self.config.batch / 2 or not flying)
+            # Claims of half the batch at least (each claim is a few statements), but a rate's
+            # tokens are taken when they are due, whatever the room: a rate-limited app is not
+            # to wait for the other channels' backlog.
+            whole = room >= self.config.batch / 2 or not flying
+            asked = not stopping and room > 0 and (whole or self.tokens_due())
             # Nothing to take while nothing was in flight: nothing is due (for `once`).
             nothing_due = asked and not flying
             if asked:
-                claimed = self.claim(limit=room)
+                claimed = self.claim(limit=room, only=None if whole else self.waiting_for_tokens)
                 if claimed:
                     start_attempts(claimed, worker=self.config.name)
                     for item in claimed:
                         flying[self.pool.submit(self.send, item)] = item
-            made += self._finish_arrived(flying, wait_for=0.0 if claimed else self.config.poll)
+            made += self._finish_arrived(flying, wait_for=0.0 if claimed else self.next_look())
             # Queued bulk actions get a turn of a couple of seconds between claims.
             acted = bulk_actions.work_queued(worker=self.config.name) if not stopping else 0
             # `once`: until nothing is due (held records are not: their channel waits).
             idle = not claimed and not flying and not acted
-            if once and nothing_due and idle and not self.limited:
+            if once and nothing_due and idle and self.look_at is None:
                 break
             if idle and not stopping:
-                # Waiting for a limit's tokens: soon; for due records: the poll.
-                self.stopping.wait(
-                    min(self.config.poll, LIMITED_WAIT) if self.limited else self.config.poll
-                )
+                self.stopping.wait(self.next_look())
         self.pool.shutdown(wait=True)
         if self.housekeeper is not None:
             self.housekeeper.join()
         self.poster.close()
         WorkerHeartbeat.objects.filter(name=self.config.name).delete()  # stopped, and said so
         return made
+
+    def next_look(self) -> float:
+        """How long the worker may wait before it claims again: until a limited channel may
+        take more (its rate's next tokens, or LIMITED_WAIT for room in its window), or the
+        poll."""
+        if self.look_at is None:
+            return self.config.poll
+        return min(self.config.poll, max(self.look_at - time.monotonic(), 0.0))
+
+    def tokens_due(self) -> bool:
+        """Whether a channel that waited for its rate's tokens has them now."""
+        return bool(self.waiting_for_tokens) and self.next_look() == 0.0
+
+    def limited(self, channel: Channel, dispatch: ChannelDispatch, now: dt.datetime) -> None:
+        """Notes that `channel` may take no more now (its rate's tokens, or room in its
+        window), and when it may."""
+        seconds = protection.token_wait(channel, dispatch, now)
+        if seconds:
+            self.waiting_for_tokens.add(channel.pk)
+        at = time.monotonic() + (seconds or LIMITED_WAIT)
+        self.look_at = at if self.look_at is None else min(self.look_at, at)
 
     def beat(self) -> None:
         """Records that this worker is alive, at most every HEARTBEAT_SECONDS."""
@@ -232,46 +258,61 @@ class Worker:
 
     # --- one batch --------------------------------------------------------------------------
 
-    def claim(self, limit: int | None = None) -> list[Claimed]:
-        """Leases up to `batch` due records to this worker, fairly between channels (each gets
-        its share of the batch, in a new order every time), each channel within what its
-        protection allows now (dispatch/protection.py)."""
+    def claim(self, limit: int | None = None, only: set[int] | None = None) -> list[Claimed]:
+        """Leases up to `batch` due records to this worker (or `limit`; of the channels `only`,
+        if given), fairly between channels (each gets its share of the batch, in a new order
+        every time), each channel within what its protection allows now
+        (dispatch/protection.py)."""
         now = timezone.now()
         lease_until = now + dt.timedelta(seconds=self.config.lease)
-        self.limited = False  # due records waited for a limit (rate, window, in flight)
+        # Due records waited for a limit (rate, window, in flight): noted afresh.
+        self.look_at, self.waiting_for_tokens = None, set()
         # One statement finds the channels with due records, whatever their number, and what
         # each has in flight; those whose app waits (a pause, an open circuit, a Retry-After)
         # are passed over without a lock.
         channels = []
         for channel in sendable_channels(now):
-            why = protection.waiting(channel, getattr(channel, "dispatch", None) or NEW, now)
+            if only is not None and channel.pk not in only:
+                continue
+            dispatch = getattr(channel, "dispatch", None) or NEW
+            why = protection.waiting(channel, dispatch, now)
             if why is None:
                 channels.append(channel)
             elif why == protection.LIMITED:
-                self.limited = True
+                self.limited(channel, dispatch, now)
         random.shuffle(channels)
-        ids: list[int] = []
+        send_at: dict[int, float] = {}  # record: when to send it
         most = self.config.batch if limit is None else limit
         for index, channel in enumerate(channels):
-            room = most - len(ids)
+            room = most - len(send_at)
             if room <= 0:
                 break
             share = math.ceil(room / (len(channels) - index))
-            ids += self._claim_channel(channel, want=share, now=now, until=lease_until)
-        if not ids:
+            send_at |= self._claim_channel(channel, want=share, now=now, until=lease_until)
+        if not send_at:
             return []
-        records = FailedIntegration.objects.filter(pk__in=ids).select_related("channel")
+        records = FailedIntegration.objects.filter(pk__in=send_at).select_related("channel")
         return [
-            Claimed(record=r, endpoint=r.channel.retry_endpoint, secrets=signing_secrets(r.channel))
+            Claimed(
+                record=r,
+                endpoint=r.channel.retry_endpoint,
+                secrets=signing_secrets(r.channel),
+                send_at=send_at[r.pk],
+            )
             for r in records
         ]
 
     def _claim_channel(
         self, channel: Channel, *, want: int, now: dt.datetime, until: dt.datetime
-    ) -> list[int]:
+    ) -> dict[int, float]:
+        """Leases up to `want` of the channel's due records, oldest first, within what its
+        protection allows; answers when to send each (time.monotonic())."""
         due = due_records(now).filter(channel=channel).order_by("next_retry_at")
         with transaction.atomic():
             dispatch = protection.locked(channel.pk)
+            # The bucket's clock is read under the lock: the claim's own may be behind another
+            # worker's, which took the tokens since.
+            now, monotonic = timezone.now(), time.monotonic()
             # What is in flight now, as the lock sees it (a count read before it may be behind
             # another worker's claim).
             in_flight = leased_records(now).filter(channel=channel).count()
@@ -280,7 +321,7 @@ class Worker:
             )
             ids: list[int] = []
             if allowed <= 0 and protection.hold_of(dispatch, now) is None:
-                self.limited = True
+                self.limited(channel, dispatch, now)
             if allowed > 0:
                 if connection.features.has_select_for_update_skip_locked:
                     due = due.select_for_update(skip_locked=True)
@@ -289,8 +330,10 @@ class Worker:
                     FailedIntegration.objects.filter(pk__in=ids).update(
                         lease_owner=self.config.name, lease_expires_at=until
                     )
-            protection.taken(channel, dispatch, len(ids), now)
-        return ids
+            waits = protection.taken(channel, dispatch, len(ids), now)
+            if ids and len(ids) < want and protection.token_wait(channel, dispatch, now):
+                self.limited(channel, dispatch, now)  # its tokens ran out: the next are awaited
+        return {pk: monotonic + wait for pk, wait in zip(ids, waits, strict=True)}
 
     def _finish_arrived(self, flying: dict[Future, Claimed], *, wait_for: float) -> int:
         """Writes the outcomes of the attempts that have ended (waiting up to `wait_for` seconds
@@ -319,6 +362,9 @@ class Worker:
 
     def send(self, item: Claimed) -> AttemptResult:
         record, attempt = item.record, item.attempt
+        early = item.send_at - time.monotonic()
+        if early > 0:
+            time.sleep(early)  # its rate's token comes then (at most CLAIM_AHEAD)
         data = failed_integration_data(record, has_endpoint=True)
         body = orjson.dumps(
             {

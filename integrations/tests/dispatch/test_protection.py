@@ -274,6 +274,24 @@ def test_the_rate_limit_holds(channel, app, make_failed):
         assert sum(start <= t < start + 1.0 for t in times) <= 11
 
 
+def test_a_slow_app_gets_its_whole_rate_limit(channel, app, make_failed):
+    """An app that answers in half a second, with a rate limit of 10/s: a worker with attempts
+    in flight claims again when the next token is due, not when an answer comes (2/s) or at its
+    poll, so the app gets its rate, and no more."""
+    channel.rate_limit = 10
+    channel.save()
+    app.delay = 0.5
+    due_records(make_failed, 20)
+
+    work_until(lambda: len(app.received) == 20, batch=32, concurrency=20, poll=1.0)
+
+    times = sorted(item.at for item in app.received)
+    # One token to start, then 10 a second: the 19 others take 1.9 s (at 2/s, 9.5 s).
+    assert 1.7 <= times[-1] - times[0] <= 3.5, times[-1] - times[0]
+    for start in times:
+        assert sum(start <= t < start + 1.0 for t in times) <= 11
+
+
 def test_the_concurrency_cap_holds(channel, app, make_failed):
     channel.max_concurrency = 2
     channel.save()
@@ -323,6 +341,40 @@ def test_a_429_teaches_the_app_s_rate(channel, app, make_failed):
     assert health == pytest.approx(learned)
 
 
+def test_the_first_lesson_is_at_least_what_the_app_took(channel, settings):
+    """An app that answers its 429s at once and its successes later: a burst of refusals in
+    one batch does not teach less than the app answered in the last second."""
+    settings.THROTTLE_LEARN_PERCENT = 90
+    now = timezone.now()
+    success = protection.Verdict(protection.SUCCESS)
+    wait = protection.Verdict(protection.THROTTLED, 1.0, too_many=True)
+    protection.taken(channel, protection.locked(channel.pk), 60, now)  # 60 sent
+    protection.record_verdicts(channel.pk, [success] * 45, now=now)  # 45 taken
+    protection.record_verdicts(channel.pk, [wait] * 36, now=now + dt.timedelta(seconds=0.5))
+
+    # From what was sent less what was refused, 24 a second; the app took 45.
+    assert dispatch(channel).learned_rate == pytest.approx(0.9 * 45)
+
+
+def test_a_lesson_after_a_hold_does_not_count_the_hold_s_silence(channel, settings):
+    """Sending again after a hold of a second: a 429 half a second later teaches what the app
+    answered in that half second, a second's worth, not half of it."""
+    settings.THROTTLE_LEARN_PERCENT = 90
+    now = timezone.now()
+    later = lambda seconds: now + dt.timedelta(seconds=seconds)  # noqa: E731
+    success = protection.Verdict(protection.SUCCESS)
+    wait = protection.Verdict(protection.THROTTLED, 1.0, too_many=True)
+    protection.taken(channel, protection.locked(channel.pk), 60, now)
+    protection.record_verdicts(channel.pk, [success] * 50, now=now)
+    protection.record_verdicts(channel.pk, [wait] * 10, now=later(0.1))  # held until 1.1 s
+    assert dispatch(channel).learned_rate == pytest.approx(0.9 * 50)
+    # The hold ends at 1.1 s; in the next half second the app answers 22 (44 a second).
+    protection.record_verdicts(channel.pk, [success] * 22, now=later(1.6))
+    protection.record_verdicts(channel.pk, [wait], now=later(1.6))
+
+    assert dispatch(channel).learned_rate == pytest.approx(0.9 * 44, rel=0.05)
+
+
 def test_each_hold_lowers_the_learned_rate_once(channel, settings):
     settings.THROTTLE_LEARN_PERCENT = 90
     now = timezone.now()
@@ -339,13 +391,13 @@ def test_each_hold_lowers_the_learned_rate_once(channel, settings):
     assert dispatch(channel).learned_rate == pytest.approx(22.5)
     protection.record_verdicts(channel.pk, [wait], now=later(0.9))  # the same hold
     assert dispatch(channel).learned_rate == pytest.approx(22.5)
-    # After it, sent at 22.5/s, the app answered 12 in 1.1 s before its next 429: the lesson
-    # is what it took, at once.
-    protection.record_verdicts(channel.pk, [success] * 12, now=later(1.5))
-    protection.record_verdicts(channel.pk, [wait], now=later(2.6))
+    # After it (held until 1.9 s), sent at 22.5/s, the app answered 12 in 1.1 s before its
+    # next 429: the lesson is what it took, at once.
+    protection.record_verdicts(channel.pk, [success] * 12, now=later(2.0))
+    protection.record_verdicts(channel.pk, [wait], now=later(3.1))
     assert dispatch(channel).learned_rate == pytest.approx(0.9 * 12 / 1.1)
     # Nothing answered since (nothing to learn from): a tenth lower.
-    protection.record_verdicts(channel.pk, [wait], now=later(4))
+    protection.record_verdicts(channel.pk, [wait], now=later(4.5))
     assert dispatch(channel).learned_rate == pytest.approx(0.9 * 0.9 * 12 / 1.1)
 
 
@@ -540,7 +592,7 @@ def test_a_claim_counts_what_is_in_flight_under_the_lock(channel, app, make_fail
     again = second._claim_channel(stale, want=want, now=now, until=until)
 
     assert len(taken) == want and len(again) == window - want
-    assert second._claim_channel(stale, want=want, now=now, until=until) == []
+    assert second._claim_channel(stale, want=want, now=now, until=until) == {}
 
 
 @pytest.mark.django_db(transaction=True)
