@@ -69,7 +69,7 @@ WINDOW_MAX = 10_000
 # A rate's bucket holds BURST_SECONDS of its tokens; a claim may take those of the next
 # CLAIM_AHEAD seconds too (sent when they come), and waits for CLAIM_SPACING seconds' worth.
 BURST_SECONDS = 0.1
-CLAIM_AHEAD = 0.25
+CLAIM_AHEAD = 0.1
 CLAIM_SPACING = 0.05
 
 SUCCESS, THROTTLED, APP_FAILURE, ITEM_FAILURE = "success", "throttled", "app", "item"

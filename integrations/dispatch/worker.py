@@ -85,6 +85,7 @@ class Claimed:
     secrets: tuple[str, ...]  # that sign its request (signing.signing_secrets)
     attempt: RetryAttempt | None = None
     send_at: float = 0.0  # time.monotonic() when its rate's token comes (0: at once)
+    spacing: float = 0.0  # seconds a token takes at its channel's rate (0: no rate)
 
 
 @dataclass
@@ -114,6 +115,9 @@ class Worker:
         # channels that wait for their rate's tokens.
         self.look_at: float | None = None
         self.waiting_for_tokens: set[int] = set()
+        # The last send of each rate-limited channel from this worker (time.monotonic()).
+        self.last_paced: dict[int, float] = {}
+        self.pace_lock = threading.Lock()
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -281,32 +285,34 @@ class Worker:
             elif why == protection.LIMITED:
                 self.limited(channel, dispatch, now)
         random.shuffle(channels)
-        send_at: dict[int, float] = {}  # record: when to send it
+        pacing: dict[int, tuple[float, float]] = {}  # record: (send at, spacing)
         most = self.config.batch if limit is None else limit
         for index, channel in enumerate(channels):
-            room = most - len(send_at)
+            room = most - len(pacing)
             if room <= 0:
                 break
             share = math.ceil(room / (len(channels) - index))
-            send_at |= self._claim_channel(channel, want=share, now=now, until=lease_until)
-        if not send_at:
+            pacing |= self._claim_channel(channel, want=share, now=now, until=lease_until)
+        if not pacing:
             return []
-        records = FailedIntegration.objects.filter(pk__in=send_at).select_related("channel")
+        records = FailedIntegration.objects.filter(pk__in=pacing).select_related("channel")
         return [
             Claimed(
                 record=r,
                 endpoint=r.channel.retry_endpoint,
                 secrets=signing_secrets(r.channel),
-                send_at=send_at[r.pk],
+                send_at=pacing[r.pk][0],
+                spacing=pacing[r.pk][1],
             )
             for r in records
         ]
 
     def _claim_channel(
         self, channel: Channel, *, want: int, now: dt.datetime, until: dt.datetime
-    ) -> dict[int, float]:
+    ) -> dict[int, tuple[float, float]]:
         """Leases up to `want` of the channel's due records, oldest first, within what its
-        protection allows; answers when to send each (time.monotonic())."""
+        protection allows; answers when to send each (time.monotonic()) and the time a token
+        of its rate takes (0: no rate)."""
         due = due_records(now).filter(channel=channel).order_by("next_retry_at")
         with transaction.atomic():
             dispatch = protection.locked(channel.pk)
@@ -333,7 +339,9 @@ class Worker:
             waits = protection.taken(channel, dispatch, len(ids), now)
             if ids and len(ids) < want and protection.token_wait(channel, dispatch, now):
                 self.limited(channel, dispatch, now)  # its tokens ran out: the next are awaited
-        return {pk: monotonic + wait for pk, wait in zip(ids, waits, strict=True)}
+            rate = protection.effective_rate(channel, dispatch, now) if ids else None
+        spacing = 1.0 / rate if rate else 0.0
+        return {pk: (monotonic + wait, spacing) for pk, wait in zip(ids, waits, strict=True)}
 
     def _finish_arrived(self, flying: dict[Future, Claimed], *, wait_for: float) -> int:
         """Writes the outcomes of the attempts that have ended (waiting up to `wait_for` seconds
@@ -360,11 +368,23 @@ class Worker:
         finish_attempts(claimed, results, worker=self.config.name)
         return len(claimed)
 
+    def paced(self, item: Claimed) -> float:
+        """When to send `item` (time.monotonic()): when its rate's token comes, and, from this
+        worker, at least a token's time after the last one to its channel, so that attempts
+        claimed together but started late (a busy machine) do not go all at once."""
+        if not item.spacing:
+            return item.send_at
+        with self.pace_lock:
+            last = self.last_paced.get(item.record.channel_id, -math.inf)
+            at = max(item.send_at, last + item.spacing)
+            self.last_paced[item.record.channel_id] = at
+        return at
+
     def send(self, item: Claimed) -> AttemptResult:
         record, attempt = item.record, item.attempt
-        early = item.send_at - time.monotonic()
+        early = self.paced(item) - time.monotonic()
         if early > 0:
-            time.sleep(early)  # its rate's token comes then (at most CLAIM_AHEAD)
+            time.sleep(early)  # its rate's token comes then
         data = failed_integration_data(record, has_endpoint=True)
         body = orjson.dumps(
             {
@@ -502,13 +522,25 @@ def finish_attempts(claimed: list[Claimed], results: list[AttemptResult], *, wor
     and was taken by another worker keeps that worker's outcome: `lease_lost` here)."""
     now = timezone.now()
     channel_policies: dict[int, dict[str, policies.Policy]] = {}
+    said = [
+        protection.verdict(result.outcome, result.http_status, result.retry_after, now=now)
+        for result in results
+    ]
+    # The channels whose answers say to send less (the app's failures, a wait): their dispatch
+    # rows are locked first (in the claim's order of locks: dispatch, then records), so that
+    # their leases end and the breaker learns of their answers in one commit, and no claim sees
+    # the attempts over before it sees what they said (five refusals would otherwise leave the
+    # window empty and the circuit closed, and another worker would send five more). Answers
+    # that say all is well are recorded after the commit, holding no claim of their channel
+    # meanwhile: a claim that sees their leases end first sends no more than before them.
+    guarded = {
+        item.record.channel_id
+        for item, verdict in zip(claimed, said, strict=True)
+        if verdict.kind in (protection.APP_FAILURE, protection.THROTTLED)
+    }
+    verdicts: dict[int, list[protection.Verdict]] = {}
     with transaction.atomic():
-        # The channels' dispatch rows first (in the claim's order of locks: dispatch, then
-        # records): the leases end and the breaker learns of their answers in one commit, so
-        # that no claim sees the attempts over before it sees what they said (five refusals
-        # would otherwise leave the window empty and the circuit closed, and another worker
-        # would send five more).
-        for channel_id in sorted({c.record.channel_id for c in claimed}):
+        for channel_id in sorted(guarded):
             protection.locked(channel_id)
         # The fields an outcome is derived from, as they are now under the rows' locks: a
         # PATCH during the attempt (lowering max_retry_count, say) is not undone by a schedule
@@ -522,8 +554,7 @@ def finish_attempts(claimed: list[Claimed], results: list[AttemptResult], *, wor
             .values("pk", "lease_expires_at", *OUTCOME_INPUTS)
         }
         resolved, failed, exhausted = [], [], []
-        verdicts: dict[int, list[protection.Verdict]] = {}
-        for item, result in zip(claimed, results, strict=True):
+        for item, result, verdict in zip(claimed, results, said, strict=True):
             record, attempt = item.record, item.attempt
             attempt.finished_at = now
             attempt.http_status = result.http_status
@@ -543,9 +574,6 @@ def finish_attempts(claimed: list[Claimed], results: list[AttemptResult], *, wor
                 setattr(record, name, lease[name])
             record.lease_owner, record.lease_expires_at = "", None
             record.last_attempt_at = record.modified_date = now
-            verdict = protection.verdict(
-                result.outcome, result.http_status, result.retry_after, now=now
-            )
             verdicts.setdefault(record.channel_id, []).append(verdict)
             if result.outcome == AttemptOutcome.SUCCESS:
                 resolved.append(record.pk)
@@ -594,8 +622,10 @@ def finish_attempts(claimed: list[Claimed], results: list[AttemptResult], *, wor
             )
         if exhausted:
             record_exhaustion(exhausted, now=now)
-        for channel_id, channel_verdicts in verdicts.items():
-            protection.record_verdicts(channel_id, channel_verdicts, now=now)
+        for channel_id in guarded & verdicts.keys():
+            protection.record_verdicts(channel_id, verdicts[channel_id], now=now)
+    for channel_id in verdicts.keys() - guarded:
+        protection.record_verdicts(channel_id, verdicts[channel_id], now=now)
     for item, result in zip(claimed, results, strict=True):
         metrics.attempt_finished(item.record.channel_id, item.attempt.outcome, result.seconds)
     for record in exhausted:
