@@ -6,10 +6,12 @@ import datetime as dt
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import models
 from django.utils import timezone
 
 from integrations.choices import Resolution
 from integrations.models import Channel, FailedIntegration
+from integrations.records.registry import WRITABLE
 
 CHANGE_URL = "/admin/integrations/failedintegration/{}/change/"
 ADD_URL = "/admin/integrations/failedintegration/add/"
@@ -24,22 +26,18 @@ def admin_client(client, db):
 
 
 def form_data(record: FailedIntegration, **changes) -> dict:
-    """The change form's fields as the browser posts them."""
-    data = {
-        "version_date_0": record.version_date.strftime("%Y-%m-%d"),
-        "version_date_1": record.version_date.strftime("%H:%M:%S"),
-        "reason_type": record.reason_type,
-        "is_active": "on" if record.is_active else "",
-        "content_type": record.content_type_id,
-        "object_id": record.object_id,
-        "expiration_date_0": "",
-        "expiration_date_1": "",
-        "retry_count": record.retry_count,
-        "max_retry_count": record.max_retry_count,
-        "retry_interval": record.retry_interval,
-        "integration_action": "",
-        "log_id": "",
-    }
+    """The change form's fields as the browser posts them: the writable fields of the registry,
+    each as the admin's widget posts it."""
+    data: dict = {}
+    for each in WRITABLE:
+        field, value = each.model_field, getattr(record, each.model_field.attname)
+        if isinstance(field, models.DateTimeField):
+            data[f"{each.name}_0"] = value.strftime("%Y-%m-%d") if value else ""
+            data[f"{each.name}_1"] = value.strftime("%H:%M:%S") if value else ""
+        elif isinstance(field, models.BooleanField):
+            data[each.name] = "on" if value else ""
+        else:
+            data[each.name] = "" if value is None else value
     data.update(changes)
     return {key: value for key, value in data.items() if value != ""}
 
