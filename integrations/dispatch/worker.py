@@ -197,10 +197,14 @@ class Worker:
         """Whether a channel that waited for its rate's tokens has them now."""
         return bool(self.waiting_for_tokens) and self.next_look() == 0.0
 
-    def limited(self, channel: Channel, dispatch: ChannelDispatch, now: dt.datetime) -> None:
+    def limited(
+        self, channel: Channel, dispatch: ChannelDispatch, now: dt.datetime, *, tokens=False
+    ) -> None:
         """Notes that `channel` may take no more now (its rate's tokens, or room in its
-        window), and when it may."""
+        window), and when it may; with `tokens`, only if it waits for its rate's tokens."""
         seconds = protection.token_wait(channel, dispatch, now)
+        if tokens and not seconds:
+            return
         if seconds:
             self.waiting_for_tokens.add(channel.pk)
         at = time.monotonic() + (seconds or LIMITED_WAIT)
@@ -337,8 +341,8 @@ class Worker:
                         lease_owner=self.config.name, lease_expires_at=until
                     )
             waits = protection.taken(channel, dispatch, len(ids), now)
-            if ids and len(ids) < want and protection.token_wait(channel, dispatch, now):
-                self.limited(channel, dispatch, now)  # its tokens ran out: the next are awaited
+            if ids and len(ids) < want:
+                self.limited(channel, dispatch, now, tokens=True)  # the next tokens are awaited
             rate = protection.effective_rate(channel, dispatch, now) if ids else None
         spacing = 1.0 / rate if rate else 0.0
         return {pk: (monotonic + wait, spacing) for pk, wait in zip(ids, waits, strict=True)}
