@@ -10,6 +10,7 @@ from django.test import override_settings
 
 from conftest import VERSION_DATE
 from integrations.models import FailedIntegration
+from integrations.records import registry
 
 pytestmark = pytest.mark.django_db
 
@@ -38,35 +39,19 @@ def utc(value):
 
 
 def record_json(failed: FailedIntegration, state: str = "exhausted") -> dict:
-    """The answer for `failed` as stored; `state`: what the test expects it to be (a record
-    made with the defaults, one attempt of one allowed, is exhausted)."""
+    """The answer for `failed` as stored: each answered field of the registry, a date-time in UTC
+    with microseconds and a `Z`; `state`: what the test expects it to be (a record made with the
+    defaults, one attempt of one allowed, is exhausted)."""
     failed.refresh_from_db()
-    return {
-        "pk": failed.pk,
-        "channel": failed.channel_id,
-        "version_date": failed.version_date.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "reason_type": failed.reason_type,
-        "is_active": failed.is_active,
-        "content_type": failed.content_type_id,
-        "object_id": failed.object_id,
-        "expiration_date": (
-            failed.expiration_date.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-            if failed.expiration_date
-            else None
-        ),
-        "retry_count": failed.retry_count,
-        "max_retry_count": failed.max_retry_count,
-        "retry_interval": failed.retry_interval,
-        "integration_action": failed.integration_action_id,
-        "log_id": failed.log_id,
-        "created_date": failed.created_date.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "modified_date": failed.modified_date.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "state": state,
-        "next_retry_at": utc(failed.next_retry_at),
-        "last_attempt_at": utc(failed.last_attempt_at),
-        "last_error": failed.last_error,
-        "resolved_at": utc(failed.resolved_at),
-    }
+    answer = {}
+    for field in registry.ANSWERED:
+        if field.kind == registry.STATE:
+            answer[field.name] = state
+        elif field.kind == registry.DATETIME:
+            answer[field.name] = utc(getattr(failed, field.target))
+        else:
+            answer[field.name] = getattr(failed, field.target)
+    return answer
 
 
 # --- list -------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from rest_framework.test import APIClient
 
 from integrations.models import FailedIntegration, IntegrationAction
 from integrations.reads.filtersets import FailedIntegrationFilterSet
+from integrations.records import registry
 
 pytestmark = pytest.mark.django_db
 
@@ -91,6 +92,10 @@ DEFAULTS = {
     "last_attempt_at": None,
     "lease_expires_at": None,
 }
+# A writable field the rows do not name holds the model's default in every record.
+for _field in registry.WRITABLE:
+    if _field.model_field.has_default():
+        DEFAULTS.setdefault(_field.name, _field.model_field.get_default())
 ROWS: dict[str, dict] = {
     "r0": dict(
         reason_type="mapping",
@@ -488,9 +493,12 @@ VALUES: dict[str, list[str]] = {
 for _field in DATETIME_FIELDS:
     for _lookup in ("", "__gt", "__gte", "__lt", "__lte"):
         VALUES[f"{_field}{_lookup}"] = datetime_values(_field, _lookup)
-for _field in ("retry_count", "max_retry_count", "retry_interval"):
-    for _lookup in ("", "__gt", "__gte", "__lt", "__lte"):
-        VALUES[f"{_field}{_lookup}"] = integer_values(_field, INT32_MAX)
+# Every integer with range lookups (retry_count, max_retry_count, retry_interval, and any the
+# registry gains), up to the storage's greatest value.
+for _field in registry.RECORD_FIELDS:
+    if _field.kind == registry.INT and registry.RANGE in _field.lookups:
+        for _lookup in ("", "__gt", "__gte", "__lt", "__lte"):
+            VALUES[f"{_field.name}{_lookup}"] = integer_values(_field.name, _field.bounds[1])
 # The parameters of each field (`version_date`: `version_date`, `version_date__gt`, ...).
 FAMILIES: dict[str, list[str]] = {}
 for _param in sorted(VALUES):
