@@ -92,10 +92,14 @@ DEFAULTS = {
     "last_attempt_at": None,
     "lease_expires_at": None,
 }
-# A writable field the rows do not name holds the model's default in every record.
-for _field in registry.WRITABLE:
-    if _field.model_field.has_default():
-        DEFAULTS.setdefault(_field.name, _field.model_field.get_default())
+# Writable fields the rows do not name (fields added since they were written): an integer
+# holds the row's number, so that its cases reach both sides of each filter; another field, the
+# model's default.
+UNNAMED = tuple(
+    field
+    for field in registry.WRITABLE
+    if field.name not in DEFAULTS and field.model_field.has_default()
+)
 ROWS: dict[str, dict] = {
     "r0": dict(
         reason_type="mapping",
@@ -269,6 +273,11 @@ STATES = (
 
 def row(name: str) -> dict:
     values = {**DEFAULTS, **ROWS[name]}
+    for field in UNNAMED:
+        default = list(ROWS).index(name) if field.kind == registry.INT else None
+        values.setdefault(
+            field.name, field.model_field.get_default() if default is None else default
+        )
     for field in (*DATETIME_FIELDS, "lease_expires_at"):
         if values[field] is not None:
             values[field] = at(values[field])
