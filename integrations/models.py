@@ -321,16 +321,19 @@ class ChannelDispatch(models.Model):
     tokens = models.FloatField(default=0.0)
     tokens_at = models.DateTimeField(null=True, blank=True)
     recovering_since = models.DateTimeField(null=True, blank=True)
-    # Two counts of a second's window (since `..._since`, a second or more) and the rate of the
-    # window before: the attempts sent, and the app's answers other than a 429. The sent say
-    # what the app was getting when it first answered 429; the answers, what it took at a
-    # later one (see `dispatch/protection.py`).
+    # Three counts of a second's window (since `..._since`, a second or more; a window starts
+    # again when a hold ends) and the rate of the window before: the attempts sent, the app's
+    # answers other than a 429, and its 429s. Together they say what the app was taking when it
+    # answered 429 (see `dispatch/protection.py`).
     sent_since = models.DateTimeField(null=True, blank=True)
     sent_count = models.PositiveIntegerField(default=0)
     sent_rate = models.FloatField(null=True, blank=True)
     answered_since = models.DateTimeField(null=True, blank=True)
     answered_count = models.PositiveIntegerField(default=0)
     answered_rate = models.FloatField(null=True, blank=True)
+    refused_since = models.DateTimeField(null=True, blank=True)
+    refused_count = models.PositiveIntegerField(default=0)
+    refused_rate = models.FloatField(null=True, blank=True)
     # The rate the app's 429s taught (attempts/s, null: none), and when its last 429 came.
     learned_rate = models.FloatField(null=True, blank=True)
     learned_at = models.DateTimeField(null=True, blank=True)

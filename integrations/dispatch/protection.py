@@ -14,10 +14,9 @@ now, and what its answers say about it.
   with other channels, come to claim.
 * **Asked to wait**: a 429, or a 503 with `Retry-After`, holds the channel's dispatch until then
   and is not counted as an attempt of the record (outcome `throttled`). It also teaches the
-  channel a rate (`ChannelDispatch.learned_rate`): THROTTLE_LEARN_PERCENT of the rate the app was
-  taking when the first came (what it got in the last second, less what it refused, or what it
-  answered in the last second if more), or at a
-  later one of the learned rate or what the app answered in the last second, if less.
+  channel a rate (`ChannelDispatch.learned_rate`): THROTTLE_LEARN_PERCENT of what the app took
+  lately when the first came (sent less refused, a second lately or since the last hold ended,
+  or what it answered if more), or at a later one of the learned rate, if less.
   The learned rate limits like the rate limit; it grows by a tenth every THROTTLE_GROWTH_SECONDS
   without a 429 (so that a limit the app raised is found again), and is forgotten after
   THROTTLE_MEMORY_SECONDS without one.
@@ -298,11 +297,17 @@ def taken(channel: Channel, dispatch: ChannelDispatch, count: int, now: dt.datet
     return waits
 
 
-# Two counts in the dispatch row ("sent", "answered"), each in windows of a second or more.
+# Three counts in the dispatch row ("sent", "answered", "refused"), each in windows of a second
+# or more. A window starts again when a hold ends: what came before the hold says nothing of
+# what the app takes since.
 def _count(dispatch: ChannelDispatch, name: str, count: int, now: dt.datetime) -> None:
     since = getattr(dispatch, f"{name}_since")
     elapsed = (now - since).total_seconds() if since else None
-    if elapsed is None or elapsed >= 1.0:
+    if _before_hold_end(dispatch, since, now):
+        setattr(dispatch, f"{name}_rate", None)
+        setattr(dispatch, f"{name}_since", dispatch.retry_after_until)
+        setattr(dispatch, f"{name}_count", 0)
+    elif elapsed is None or elapsed >= 1.0:
         rate = None if elapsed is None else getattr(dispatch, f"{name}_count") / elapsed
         setattr(dispatch, f"{name}_rate", rate)
         setattr(dispatch, f"{name}_since", now)
@@ -310,16 +315,34 @@ def _count(dispatch: ChannelDispatch, name: str, count: int, now: dt.datetime) -
     setattr(dispatch, f"{name}_count", getattr(dispatch, f"{name}_count") + count)
 
 
+def _before_hold_end(dispatch: ChannelDispatch, since: dt.datetime | None, now) -> bool:
+    """Whether a count's window began before the end of a hold that is over."""
+    end = dispatch.retry_after_until
+    return since is not None and end is not None and since < end <= now
+
+
 def in_last_second(dispatch: ChannelDispatch, name: str, now: dt.datetime) -> float:
     """About how many the count `name` counted in the last second: this window's, and the part
     of the window before that the last second still holds."""
     since, count = getattr(dispatch, f"{name}_since"), getattr(dispatch, f"{name}_count")
-    if since is None:
+    if since is None or _before_hold_end(dispatch, since, now):
         return 0.0
     elapsed = (now - since).total_seconds()
     if elapsed >= 1.0:
         return count / elapsed
     return count + (getattr(dispatch, f"{name}_rate") or 0.0) * (1.0 - max(elapsed, 0.0))
+
+
+def rate_lately(dispatch: ChannelDispatch, name: str, now: dt.datetime) -> float:
+    """What the count `name` counted a second lately, a second: in the last second, or, when
+    the last hold ended within it, in the time since (nothing was sent during the hold; a fifth
+    of a second at least, so that a moment's counts do not pass for a second's)."""
+    counted = in_last_second(dispatch, name, now)
+    end = dispatch.retry_after_until
+    if end is None or end >= now:
+        return counted
+    sending = (now - end).total_seconds()
+    return counted / min(max(sending, 0.2), 1.0)
 
 
 # --- what the answers say -------------------------------------------------------------------
@@ -342,6 +365,7 @@ def record_verdicts(channel_id: int, verdicts: list[Verdict], *, now: dt.datetim
                 0,
             )
         _count(dispatch, "answered", sum(1 for each in verdicts if each.kind != THROTTLED), now)
+        _count(dispatch, "refused", sum(1 for each in verdicts if each.too_many), now)
         for each in verdicts:
             if each.kind == THROTTLED:
                 dispatch.send_window = max(1, window_of(dispatch) // 2)
@@ -350,8 +374,7 @@ def record_verdicts(channel_id: int, verdicts: list[Verdict], *, now: dt.datetim
                 ):
                     # Once per hold: its 429s come together. (A 503's wait teaches nothing:
                     # an app down for maintenance does not limit a rate.)
-                    refused = sum(1 for v in verdicts if v.too_many)
-                    _learn(channel, dispatch, now, refused=refused)
+                    _learn(channel, dispatch, now)
                 until = now + dt.timedelta(seconds=each.wait)
                 if dispatch.retry_after_until is None or dispatch.retry_after_until < until:
                     dispatch.retry_after_until = until
@@ -379,22 +402,15 @@ def record_verdicts(channel_id: int, verdicts: list[Verdict], *, now: dt.datetim
         _save(dispatch, now, channel)
 
 
-def _learn(channel: Channel, dispatch: ChannelDispatch, now: dt.datetime, *, refused: int) -> None:
-    """A 429, the first of a hold, with `refused` in its batch: the app gets less from now on.
+def _learn(channel: Channel, dispatch: ChannelDispatch, now: dt.datetime) -> None:
+    """A 429, the first of a hold: the app gets less from now on.
 
-    The first lesson: what the app was getting in the last second, less what it refused (the
-    attempts still in flight are counted: while the sends ramp up, the answers lag behind what
-    the app got), or what it answered in the last second if more (an app that refuses at once
-    and answers later gets a burst of refusals in a batch). A later one, sent at the learned
-    rate: what the app answered a second lately (`answered_rate`), if less (a first lesson too
-    high, as the refusals of another batch were not in yet, comes down at once rather than by
-    a twentieth at each hold)."""
+    What the app took lately (`took_lately`) is the lesson; at a later 429 (sent at the learned
+    rate), the learned rate if that is less. Either way THROTTLE_LEARN_PERCENT of it: a rate
+    just at the app's limit would meet it again at once."""
     learned = learned_rate(channel, dispatch, now)
-    answered = answered_rate(dispatch, now)
-    if learned is None:
-        known = max(in_last_second(dispatch, "sent", now) - refused, answered)
-    else:
-        known = min(learned, answered or learned)
+    took = took_lately(dispatch, now)
+    known = took if learned is None else min(learned, took or learned)
     if channel.rate_limit is not None:
         known = min(known, channel.rate_limit) if known else channel.rate_limit
     if known < 1.0:
@@ -410,15 +426,12 @@ def _learn(channel: Channel, dispatch: ChannelDispatch, now: dt.datetime, *, ref
     dispatch.learned_rate, dispatch.learned_at = rate, now
 
 
-def answered_rate(dispatch: ChannelDispatch, now: dt.datetime) -> float:
-    """What the app answered a second lately: in the last second, or, when the last hold ended
-    within it, in the time since (nothing was sent during the hold; a fifth of a second at
-    least, so that a moment's answers do not pass for a second's)."""
-    answered = in_last_second(dispatch, "answered", now)
-    if dispatch.retry_after_until is None or dispatch.retry_after_until >= now:
-        return answered
-    sending = (now - dispatch.retry_after_until).total_seconds()
-    return answered / min(max(sending, 0.2), 1.0)
+def took_lately(dispatch: ChannelDispatch, now: dt.datetime) -> float:
+    """The attempts a second the app took lately: those sent less those it refused (both
+    counted as they happen: an app's answers may lag its 429s), or those it answered, if more
+    (the attempts sent just before a 429 may be refused after it)."""
+    sent_less_refused = rate_lately(dispatch, "sent", now) - rate_lately(dispatch, "refused", now)
+    return max(sent_less_refused, rate_lately(dispatch, "answered", now))
 
 
 def _trips(dispatch: ChannelDispatch) -> bool:

@@ -467,7 +467,7 @@ def create(request, channel_id: int, key_hash: str) -> HttpResponse | None:
     if errors or not content_type_known(values["content_type_id"]):
         return None
     now = timezone.now()
-    record = FailedIntegration(channel_id=channel_id, **values)
+    record = services.new_records(channel_id, [values])[0]
     record.created_date = record.modified_date = now
     policies.schedule([record], now=now)
     sql, fields = _insert_sql()

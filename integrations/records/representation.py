@@ -27,16 +27,22 @@ def failed_integration_data(
     text)."""
     now = now or timezone.now()
     data: dict[str, Any] = {}
-    for field in ANSWERED:
-        if field.operators_only and not shows_errors:
-            data[field.name] = ""
-        elif field.kind == STATE:
-            data[field.name] = record_state(failed, has_endpoint=has_endpoint, held=held, now=now)
-        elif field.kind == DATETIME:
-            data[field.name] = format_datetime_utc(getattr(failed, field.target))
+    for name, kind, target, operators_only in _ANSWERED:
+        if operators_only and not shows_errors:
+            data[name] = ""
+        elif kind == STATE:
+            data[name] = record_state(failed, has_endpoint=has_endpoint, held=held, now=now)
+        elif kind == DATETIME:
+            data[name] = format_datetime_utc(getattr(failed, target))
         else:
-            data[field.name] = getattr(failed, field.target)
+            data[name] = getattr(failed, target)
     return data
+
+
+# The registry's answered fields as plain tuples: a bulk's answer reads them 20,000 times.
+_ANSWERED = tuple(
+    (field.name, field.kind, field.target, field.operators_only) for field in ANSWERED
+)
 
 
 def etag(pk: int, modified_date: dt.datetime | str) -> str:

@@ -5,7 +5,7 @@ in `worker`; the transitions of the life cycle they share are in `engine`."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -14,7 +14,7 @@ import orjson
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import DEFERRED, Case, F, Q, Value, When
 from django.db.models.functions import Cast
 from django.db.models.lookups import GreaterThanOrEqual
 from django.db.models.sql.subqueries import UpdateQuery
@@ -48,8 +48,8 @@ def failed_integration_create(
 ) -> FailedIntegration:
     """Validates a channel app's report of one failure and records it (scheduled for retry by
     its policy; superseding older failures of the same object, or superseded by a newer one)."""
-    failed = FailedIntegration(channel=channel, **_validated(payload, channel_id=channel.pk))
-    return _record([failed], channel=channel, claim=claim)[0]
+    records = new_records(channel.pk, [_validated(payload, channel_id=channel.pk)])
+    return _record(records, channel=channel, claim=claim)[0]
 
 
 def _record(
@@ -186,8 +186,29 @@ def failed_integration_bulk_create(
                 "items": invalid,
             }
         )
-    records = [FailedIntegration(channel=channel, **values) for values, _ in checked]
+    records = new_records(channel.pk, (values for values, _ in checked))
     return _record(records, channel=channel, claim=claim)
+
+
+def new_records(channel_id: int, validated: Iterable[dict[str, Any]]) -> list[FailedIntegration]:
+    """Unsaved records of a channel from validated values (model attribute names), the other
+    fields at their defaults. Built from positional values, as `Model.from_db` builds them: with
+    keyword arguments `Model.__init__` looks up every field and asks its default, which took a
+    bulk of 1000 longer than its validation."""
+    fields = FailedIntegration._meta.concrete_fields
+    # A generated field is left unset (`DEFERRED`), as the model leaves it: the database says it.
+    defaults = {f.attname: DEFERRED if f.generated else f.get_default() for f in fields}
+    defaults["channel_id"] = channel_id
+    # A callable default is asked for each record, as `Model.__init__` asks it (a `dict` or a
+    # `list` must not be shared between records).
+    per_record = [f for f in fields if f.has_default() and callable(f.default)]
+    records = []
+    for values in validated:
+        merged = defaults | {f.attname: f.get_default() for f in per_record} | values
+        if len(merged) != len(fields):
+            raise TypeError(f"not fields of a record: {sorted(merged.keys() - defaults.keys())}")
+        records.append(FailedIntegration(*merged.values()))
+    return records
 
 
 def failed_integration_update(

@@ -391,14 +391,17 @@ def test_each_hold_lowers_the_learned_rate_once(channel, settings):
     assert dispatch(channel).learned_rate == pytest.approx(22.5)
     protection.record_verdicts(channel.pk, [wait], now=later(0.9))  # the same hold
     assert dispatch(channel).learned_rate == pytest.approx(22.5)
-    # After it (held until 1.9 s), sent at 22.5/s, the app answered 12 in 1.1 s before its
-    # next 429: the lesson is what it took, at once.
-    protection.record_verdicts(channel.pk, [success] * 12, now=later(2.0))
-    protection.record_verdicts(channel.pk, [wait], now=later(3.1))
-    assert dispatch(channel).learned_rate == pytest.approx(0.9 * 12 / 1.1)
-    # Nothing answered since (nothing to learn from): a tenth lower.
+    # After it (held until 1.9 s), sent at 22.5/s: 22 in a second, of which the app refused 2
+    # and has answered 12 so far (its answers lag). The lesson is what it took, 20 a second,
+    # not the 12 answered.
+    for at in (2.0, 2.5):
+        protection.taken(channel, protection.locked(channel.pk), 11, later(at))
+    protection.record_verdicts(channel.pk, [success] * 12, now=later(2.8))
+    protection.record_verdicts(channel.pk, [wait] * 2, now=later(2.9))
+    assert dispatch(channel).learned_rate == pytest.approx(0.9 * 20)
+    # Nothing sent since (nothing to learn from): a tenth lower.
     protection.record_verdicts(channel.pk, [wait], now=later(4.5))
-    assert dispatch(channel).learned_rate == pytest.approx(0.9 * 0.9 * 12 / 1.1)
+    assert dispatch(channel).learned_rate == pytest.approx(0.9 * 0.9 * 20)
 
 
 def test_a_503_s_wait_holds_but_teaches_no_rate(channel):

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from integrations.models import FailedIntegration
-from integrations.records import validation
+from integrations.records import services, validation
 from integrations.records.registry import BOOL, CHOICE, DATETIME, INT, WRITABLE, RecordField
 
 pytestmark = pytest.mark.django_db
@@ -170,3 +170,30 @@ def test_a_body_with_one_wrong_field_answers_400_naming_it_and_stores_nothing(
     assert list(errors) == [field.name], errors
     assert errors[field.name] == [message]
     assert FailedIntegration.objects.count() == before
+
+
+@EXAMPLES
+@given(data=st.data())
+def test_a_record_built_for_intake_is_the_one_the_model_builds_from_the_same_values(refs, data):
+    """`services.new_records` builds records positionally for speed: each field must hold what
+    `FailedIntegration(**values)` gives it, defaults included."""
+    body = data.draw(valid_bodies(refs), label="body")
+    values, errors = validation.validate_item(body, channel_id=refs["channel"])
+    assert not errors
+
+    built = services.new_records(refs["channel"], [values, values])
+    expected = FailedIntegration(channel_id=refs["channel"], **values)
+
+    for record in built:
+        for field in FailedIntegration._meta.concrete_fields:
+            if field.generated:  # unset until the database says it
+                with pytest.raises(AttributeError):
+                    getattr(record, field.attname)
+            elif field.attname != "created_date":  # a callable default: the time it is asked
+                assert getattr(record, field.attname) == getattr(expected, field.attname)
+    assert built[0] is not built[1]
+
+
+def test_a_value_that_is_no_field_is_refused_when_records_are_built(refs):
+    with pytest.raises(TypeError, match="no_such_field"):
+        services.new_records(refs["channel"], [{"object_id": 1, "no_such_field": 2}])
