@@ -136,6 +136,8 @@ def test_a_null_secret_stops_signing(admin_client, channel):
         ({"max_concurrency": "many"}, "max_concurrency"),
         ({"rate_limit": -1}, "rate_limit"),
         ({"rate_limit": 100000}, "rate_limit"),
+        ({"rate_limit": True}, "rate_limit"),
+        ({"max_concurrency": True}, "max_concurrency"),
         ({"dispatch": {"state": "sending"}}, "dispatch"),
     ],
 )
@@ -217,6 +219,8 @@ def test_a_policy_changes_only_what_is_given_and_null_restores_the_default(admin
         ({"remot": {"jitter": 0.1}}, ["remot"]),
         ({"remote": {"jitter": 1.5}}, ["remote", "jitter"]),
         ({"remote": {"backoff_factor": 0.5}}, ["remote", "backoff_factor"]),
+        ({"remote": {"backoff_factor": True}}, ["remote", "backoff_factor"]),
+        ({"remote": {"jitter": False}}, ["remote", "jitter"]),
         ({"remote": {"max_delay": 10**9}}, ["remote", "max_delay"]),
         ({"remote": {"backoff": "linear"}}, ["remote", "backoff"]),
         ({"remote": {"retries": 3}}, ["remote", "retries"]),
