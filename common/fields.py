@@ -5,8 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from django.utils import timezone
-
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 
@@ -54,8 +52,9 @@ def format_datetime_utc(value: dt.datetime | None) -> str | None:
     """ISO 8601 in UTC with a `Z` suffix and microseconds, as every answer carries them."""
     if value is None:
         return None
-    value = value.replace(tzinfo=UTC) if timezone.is_naive(value) else value.astimezone(UTC)
-    return (
-        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T"
-        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}Z"
-    )
+    if value.utcoffset() is None:
+        value = value.replace(tzinfo=UTC)
+    elif value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    # Years are written with four digits, microseconds always; "+00:00" becomes "Z".
+    return value.isoformat(timespec="microseconds")[:-6] + "Z"

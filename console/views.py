@@ -47,7 +47,11 @@ from integrations.reads.filtersets import (
 )
 from integrations.reads.query import FILTERS
 from integrations.records import services
-from integrations.records.representation import etag, failed_integration_data
+from integrations.records.representation import (
+    etag,
+    failed_integration_data,
+    failed_integrations_data,
+)
 
 from . import summaries
 
@@ -260,9 +264,10 @@ def failures(request, channel_id: int):
             next_cursor = source.cursor.encode(getattr(last, source.cursor.field), last.pk)
         shows_errors = allows(access, WRITE)
         records = [
-            failed_integration_data(r, **dispatch_of(channel), shows_errors=shows_errors)
-            | {"content_type_name": selectors.content_type_name(r.content_type_id)}
-            for r in rows[:limit]
+            data | {"content_type_name": selectors.content_type_name(data["content_type"])}
+            for data in failed_integrations_data(
+                rows[:limit], channel=channel, shows_errors=shows_errors
+            )
         ]
     except ValidationError as error:
         errors = error.detail

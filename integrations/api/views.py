@@ -18,7 +18,11 @@ from integrations.operations import bulk
 from integrations.operations.single import record_action
 from integrations.reads import export, fastpath, selectors
 from integrations.records import idempotency, services
-from integrations.records.representation import etag, failed_integration_data
+from integrations.records.representation import (
+    etag,
+    failed_integration_data,
+    failed_integrations_data,
+)
 
 CHANNEL_NOT_FOUND = "Channel not found."
 FAILED_INTEGRATION_NOT_FOUND = "Failed integration not found."
@@ -51,6 +55,11 @@ class ChannelScopedView(JSONAPIView):
         """The guard of a fast-path statement this view runs: the channel, whose access
         `initial` has checked."""
         return fastpath.CHANNEL_SQL, [self.shows_errors, self.channel.pk]
+
+    def data_list(self, records: list[FailedIntegration]) -> list[dict]:
+        return failed_integrations_data(
+            records, channel=self.channel, shows_errors=self.shows_errors
+        )
 
     def data(self, failed: FailedIntegration) -> dict:
         return failed_integration_data(
@@ -94,7 +103,7 @@ class FailedIntegrationListView(ChannelScopedView):
                 "count": source.count,
                 "next": next_url,
                 "previous": None,
-                "results": [self.data(record) for record in records[:limit]],
+                "results": self.data_list(records[:limit]),
             }
         )
 
@@ -121,7 +130,7 @@ class FailedIntegrationBulkView(ChannelScopedView):
             ),
             lambda records: {
                 "count": len(records),
-                "results": [self.data(record) for record in records],
+                "results": self.data_list(records),
             },
         )
 

@@ -58,14 +58,14 @@ class RecordField:
             return None
         return FailedIntegration._meta.get_field(self.attname or self.name)
 
-    @property
+    @cached_property
     def target(self) -> str:
         """The model attribute (and column) the value is read from and written to."""
         if self.model_field is None:
             return ""
         return self.model_field.attname
 
-    @property
+    @cached_property
     def column(self) -> str:
         return self.model_field.column if self.model_field is not None else ""
 
@@ -86,7 +86,7 @@ class RecordField:
             return INT
         return TEXT
 
-    @property
+    @cached_property
     def nullable(self) -> bool:
         return self.model_field is not None and self.model_field.null
 
@@ -101,7 +101,7 @@ class RecordField:
         low, high = BaseDatabaseOperations.integer_field_ranges[field.get_internal_type()]
         return (1 if field.primary_key else low), high
 
-    @property
+    @cached_property
     def choices(self) -> tuple[str, ...]:
         if self.kind != CHOICE:
             return ()

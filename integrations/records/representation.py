@@ -9,7 +9,7 @@ from typing import Any
 from django.utils import timezone
 
 from common.fields import format_datetime_utc
-from integrations.lifecycle.states import record_state, state_sql
+from integrations.lifecycle.states import dispatch_of, record_state, state_sql
 from integrations.models import FailedIntegration
 from integrations.records.registry import ANSWERED, DATETIME, STATE
 
@@ -37,6 +37,16 @@ def failed_integration_data(
         else:
             data[name] = getattr(failed, target)
     return data
+
+
+def failed_integrations_data(records, *, channel, shows_errors: bool) -> list[dict[str, Any]]:
+    """Records of a channel as one answer lists them: their states as of one moment."""
+    now = timezone.now()
+    dispatch = dispatch_of(channel, now)
+    return [
+        failed_integration_data(record, **dispatch, shows_errors=shows_errors, now=now)
+        for record in records
+    ]
 
 
 # The registry's answered fields as plain tuples: a bulk's answer reads them 20,000 times.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from django.db.models.signals import post_init, pre_init
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
@@ -197,3 +198,10 @@ def test_a_record_built_for_intake_is_the_one_the_model_builds_from_the_same_val
 def test_a_value_that_is_no_field_is_refused_when_records_are_built(refs):
     with pytest.raises(TypeError, match="no_such_field"):
         services.new_records(refs["channel"], [{"object_id": 1, "no_such_field": 2}])
+
+
+def test_nothing_listens_to_a_record_being_built():
+    """`services.new_records` does not run `Model.__init__`: a `pre_init` or `post_init`
+    receiver of the model would not hear of the records a report builds."""
+    assert not pre_init.has_listeners(FailedIntegration)
+    assert not post_init.has_listeners(FailedIntegration)
