@@ -64,6 +64,9 @@ logger = logging.getLogger(__name__)
 INT64_DIGITS = len(str(INT64_MAX))
 
 
+LIST_ROUTE, DETAIL_ROUTE = "failed-integration-list", "failed-integration-detail"
+
+
 def _route(name: str) -> re.Pattern:
     """The regular expression the API's URL patterns match the named route with (below the
     API's prefix)."""
@@ -176,8 +179,8 @@ class FastPathMiddleware:
         self.get_response = get_response
         self.enabled = is_postgresql()
         self.prefix = _api_prefix()
-        self.list_route = _route("failed-integration-list")
-        self.detail_route = _route("failed-integration-detail")
+        self.list_route = _route(LIST_ROUTE)
+        self.detail_route = _route(DETAIL_ROUTE)
 
     def __call__(self, request):
         if self.enabled and request.method in ("GET", "POST", "PUT", "PATCH"):
@@ -215,6 +218,9 @@ class FastPathMiddleware:
             method = request.method
             match = self.detail_route.match(path)
             ids = _ids(match) if match else None
+            if ids:
+                # The route of the metrics and the access log (the URL resolver is not asked).
+                request.matched_route = (DETAIL_ROUTE, ids[0])
             if ids and method == "GET":
                 channel_id, pk = ids
                 return retrieve(channel_id, pk, (READABLE_CHANNEL_SQL, [key_hash, channel_id]))
@@ -222,6 +228,8 @@ class FastPathMiddleware:
                 return update(request, *ids, key_hash, partial=method == "PATCH")
             match = self.list_route.match(path)
             ids = _ids(match) if match else None
+            if ids:
+                request.matched_route = (LIST_ROUTE, ids[0])
             if ids and method == "GET":
                 channel_id = ids[0]
                 return list_page(

@@ -102,6 +102,25 @@ def test_requests_are_counted_by_route_method_and_status(api_client, channel, ot
     )
 
 
+def test_a_record_read_and_changed_is_counted_under_its_route(api_client, channel, make_failed):
+    """On PostgreSQL the fast path answers these: the route is the one it matched."""
+    failed = make_failed()
+    client = Client()
+    before = scrape(client)
+
+    assert api_client.get(f"{list_url(channel)}{failed.pk}/").status_code == 200
+    patched = api_client.patch(f"{list_url(channel)}{failed.pk}/", {"log_id": 5}, format="json")
+    assert patched.status_code == 200
+    after = scrape(client)
+
+    name, route = "fi_http_requests_total", "failed-integration-detail"
+    for method in ("GET", "PATCH"):
+        grew = value(after, name, route=route, method=method, status="200") - value(
+            before, name, route=route, method=method, status="200"
+        )
+        assert grew == 1, method
+
+
 def test_failures_by_state_and_reason_match_the_stats(api_client, channel, make_failed):
     for reason in ("remote", "remote", "mapping"):
         make_failed(reason_type=reason, max_retry_count=3)
