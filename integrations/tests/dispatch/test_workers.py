@@ -156,8 +156,13 @@ def test_four_workers_keep_a_channel_s_rate_limit_between_them(channel, product_
     assert len(times) == 60
     # One token to start, then 20 a second: the 59 others take about 3 s.
     assert times[-1] - times[0] >= 2.5
-    busiest = max(sum(start <= t < start + 1.0 for t in times) for start in times)
-    assert busiest <= 22, busiest
+    # Any two seconds see at most 40 and the bucket's burst (2) and the first token: four
+    # workers each keeping the rate on their own would send all 60 in them. Two seconds
+    # rather than one, because an attempt sent on time reaches the receiver a little late
+    # when the machine is busy, which bunches it with the next ones (a one-second window saw
+    # 23 on a loaded machine, where 22 was the bound).
+    busiest = max(sum(start <= t < start + 2.0 for t in times) for start in times)
+    assert busiest <= 43, busiest
     assert len(set(RetryAttempt.objects.values_list("worker", flat=True))) >= 2
 
 
