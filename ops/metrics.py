@@ -63,8 +63,24 @@ LEASES_LOST = Counter(
 
 
 def request_answered(route: str, method: str, status: int, seconds: float) -> None:
-    HTTP_REQUESTS.labels(route, method, str(status)).inc()
-    HTTP_REQUEST_SECONDS.labels(route, method).observe(seconds)
+    key = (route, method, status)
+    children = _request_children.get(key)
+    if children is None:
+        # prometheus_client answers the same child for the same labels: asked once per key
+        # (its lookup takes a lock; a read asks it on every request).
+        children = (
+            HTTP_REQUESTS.labels(route, method, str(status)),
+            HTTP_REQUEST_SECONDS.labels(route, method),
+        )
+        _request_children[key] = children
+    counter, histogram = children
+    counter.inc()
+    histogram.observe(seconds)
+
+
+# (route, method, status) -> the children of HTTP_REQUESTS and HTTP_REQUEST_SECONDS. Routes are
+# the URL patterns' names and statuses HTTP's, so it stays small.
+_request_children: dict[tuple[str, str, int], tuple] = {}
 
 
 def attempt_finished(channel_id: int, outcome: str, seconds: float | None) -> None:
