@@ -35,7 +35,7 @@ def route_of(request) -> tuple[str, object]:
     """The URL pattern's name (never the raw path) and the channel in the URL, if any."""
     match = getattr(request, "resolver_match", None)
     if match is None:
-        matched = getattr(request, "matched_route", None)  # the fast path's, which answered
+        matched = getattr(request, "matched_route", None)  # the fast path matched these patterns
         if matched is not None:
             return matched
         try:
