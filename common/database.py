@@ -77,12 +77,10 @@ def fetchone_prepared(sql: str, params: list):
         return cursor.fetchone()
 
 
-def execute(sql: str, params: list) -> int:
-    """Runs a statement on either database (prepared on PostgreSQL); answers its row count."""
+def fetchone(sql: str, params: list):
+    """One row of a statement on either database (prepared on PostgreSQL)."""
     if is_postgresql():
-        with prepared_cursor() as cursor:
-            cursor.execute(sql, params, prepare=True)
-            return cursor.rowcount
+        return fetchone_prepared(sql, params)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return cursor.rowcount
+        return cursor.fetchone()

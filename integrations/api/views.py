@@ -23,9 +23,9 @@ from integrations.records.representation import (
     failed_integration_data,
     failed_integrations_data,
 )
+from integrations.records.services import FAILED_INTEGRATION_NOT_FOUND
 
 CHANNEL_NOT_FOUND = "Channel not found."
-FAILED_INTEGRATION_NOT_FOUND = "Failed integration not found."
 
 
 class ChannelScopedView(JSONAPIView):

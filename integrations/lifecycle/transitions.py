@@ -7,11 +7,25 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
-from django.utils import timezone
+from django.db.models import (
+    BooleanField,
+    Case,
+    Count,
+    DateTimeField,
+    Expression,
+    F,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
+from django.db.models.functions import Cast
+from django.db.models.lookups import Exact
 
 from integrations.choices import Resolution
-from integrations.lifecycle.policies import Policy, next_retry_at, policies_for
+from integrations.lifecycle.policies import next_retry_at_expression, policies_for
 from integrations.models import FailedIntegration
 
 
@@ -81,23 +95,30 @@ def refresh_life_cycle(records: list[FailedIntegration]) -> None:
             setattr(record, name, value)
 
 
-def after_update(record: FailedIntegration, *, was_active: bool) -> list[str]:
-    """Brings the life-cycle fields in line with an update by a person or a channel app;
-    answers the fields it changed. An update is a reason to try again: a mapping failure, which
-    is not retried on its own, is retried at once after one."""
-    now = timezone.now()
-    changed = ["next_retry_at"]
-    if was_active and not record.is_active:
-        record.resolution, record.resolved_at = Resolution.RESOLVED, now
-        changed += ["resolution", "resolved_at"]
-    elif record.is_active and not was_active:
-        record.resolution, record.resolved_at = "", None
-        changed += ["resolution", "resolved_at"]
-    policy = policies_for(record.channel_id)[record.reason_type]
-    record.next_retry_at = next_retry_at(record, policy, now=now)
-    if record.next_retry_at is None and not policy.auto_retry:
-        record.next_retry_at = next_retry_at(record, Policy(auto_retry=True), now=now) and now
-    return changed
+def after_update(values: dict[str, Expression], *, now: Expression) -> dict[str, Expression]:
+    """The life-cycle fields that an update by a person or a channel app writes besides its own
+    `values` (expressions, by field name), as expressions of the row as written: resolved when
+    the update makes an active record inactive, unresolved when it makes an inactive one active,
+    and scheduled again (`next_retry_at_expression`): an update is a reason to try again."""
+    written = {"next_retry_at": next_retry_at_expression(values, now=now)}
+    if "is_active" in values:
+        active = Cast(values["is_active"], BooleanField())
+        ends = Q(is_active=True) & Q(Exact(active, False))
+        starts = Q(is_active=False) & Q(Exact(active, True))
+        resolution = FailedIntegration._meta.get_field("resolution")
+        written["resolution"] = Case(
+            When(ends, then=Value(Resolution.RESOLVED)),
+            When(starts, then=Value("")),
+            default=F("resolution"),
+            output_field=resolution,
+        )
+        written["resolved_at"] = Case(
+            When(ends, then=now),
+            When(starts, then=Value(None, output_field=DateTimeField())),
+            default=F("resolved_at"),
+            output_field=DateTimeField(),
+        )
+    return written
 
 
 # --- operator actions --------------------------------------------------------------------------

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import logging
 import re
+from contextlib import nullcontext
 from functools import cache
 
 import orjson
 import psycopg
 from django.core.exceptions import DisallowedHost
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connection, transaction
 from django.http import HttpResponse
 from django.urls import get_resolver
 from django.utils import timezone
@@ -37,7 +38,7 @@ from rest_framework.exceptions import APIException, ParseError
 from accounts.authentication import authenticates_sql, key_from_header
 from accounts.models import hash_key
 from accounts.usage import note_use, token_username
-from common.database import fetchone_prepared, is_postgresql
+from common.database import bind, fetchone_prepared, is_postgresql
 from common.exceptions import (
     LOST_CONNECTION,
     ServiceUnavailable,
@@ -51,12 +52,12 @@ from common.parsers import JSONParser, parse_json
 from common.postgresql.base import timed_out
 from integrations.api.access import READ, WRITE, may_sql
 from integrations.counting import counts
-from integrations.lifecycle import policies
+from integrations.lifecycle import policies, transitions
 from integrations.models import FailedIntegration
 from integrations.reads.cursor import CURSOR_PARAM, after_sql, cursor_request
 from integrations.reads.query import ListQuery
 from integrations.records import services
-from integrations.records.representation import etag, failed_integration_data, json_columns_sql
+from integrations.records.representation import etag, json_columns_sql
 from integrations.records.validation import content_type_known, validate_item
 
 logger = logging.getLogger(__name__)
@@ -513,36 +514,54 @@ def create(request, channel_id: int, key_hash: str) -> HttpResponse | None:
     return _json_response(body.encode(), status=201)
 
 
-STORED_ATTNAMES = tuple(f.attname for f in FailedIntegration._meta.concrete_fields)
-RECORD_FOR_WRITE_SQL = f"""
-    WITH allowed AS ({WRITABLE_CHANNEL_SQL})
-    SELECT (SELECT has_endpoint FROM allowed), (SELECT held FROM allowed),
-        {", ".join(f"fi.{f.column}" for f in FailedIntegration._meta.concrete_fields)}
-    FROM {TABLE} AS fi
-    WHERE fi.channel_id = %s AND fi.id = %s AND EXISTS (SELECT 1 FROM allowed)
-"""
+# The update's own statement (`services.update_statement`), guarded by the token's write
+# access to the channel, answering the record's JSON.
+ALLOWED = "EXISTS (SELECT 1 FROM allowed)"
+
+
+@cache
+def _update_sql(names: tuple[str, ...]) -> tuple[str, list]:
+    update, params = services.update_statement(names, guard=ALLOWED)
+    sql = f"""
+        WITH allowed AS ({WRITABLE_CHANNEL_SQL}), updated AS ({update})
+        SELECT row_to_json(r)::text, r.pk, r.modified_date, r.object_id FROM (
+            SELECT {JSON_COLUMNS} FROM updated AS fi
+        ) AS r
+    """
+    return sql, params
 
 
 def update(
     request, channel_id: int, pk: int, key_hash: str, *, partial: bool
 ) -> HttpResponse | None:
     """PUT or PATCH of a record: the regular view's `services.failed_integration_update`, with
-    authentication, the channel's write access and the record read in one statement. A
-    conditional write (`If-Match`) is the regular view's, which locks the record."""
+    authentication and the channel's write access in its one statement (and the supersede
+    that a new version or a record active again calls for, in its transaction). A conditional
+    write (`If-Match`) is the regular view's, which locks the record."""
     if channel_id > INT64_MAX or pk > INT64_MAX or "HTTP_IF_MATCH" in request.META:
         return None
     payload = _json_body(request)
     if payload is NO_BODY:
         return None
-    row = fetchone_prepared(RECORD_FOR_WRITE_SQL, [key_hash, channel_id, channel_id, pk])
-    if row is None:
-        return None
-    has_endpoint, held, *values = row
-    failed = FailedIntegration.from_db(connection.alias, STORED_ATTNAMES, values)
-    # Should the update fail, nothing is written (the service makes an update and the supersede
-    # it calls for one transaction), and the regular view answers.
-    failed = services.failed_integration_update(failed=failed, payload=payload, partial=partial)
-    data = failed_integration_data(failed, has_endpoint=has_endpoint, held=held)
-    response = _json_response(orjson.dumps(data, option=orjson.OPT_UTC_Z, default=str))
-    response["ETag"] = etag(failed.pk, failed.modified_date)
+    values = services.validated(payload, channel_id=channel_id, partial=partial)
+    sql, params = _update_sql(tuple(values))
+    named = services.update_params(channel_id, pk, values)
+    params = [key_hash, channel_id, *bind(params, named)]
+    superseding = services.superseding(values)
+    try:
+        with transaction.atomic() if superseding else nullcontext():
+            row = fetchone_prepared(sql, params)
+            if row is None:
+                return None  # not allowed, or no such record: nothing was written
+            stand_in = FailedIntegration(pk=pk, channel_id=channel_id, object_id=row[3])
+            if superseding and transitions.supersede(
+                channel_id, [stand_in], now=named["modified_date"]
+            ):
+                row = fetchone_prepared(
+                    RETRIEVE_SQL[WRITABLE_CHANNEL_SQL], [key_hash, channel_id, channel_id, pk]
+                )
+    except (psycopg.errors.IntegrityError, psycopg.errors.DataError):
+        return None  # nothing was written; the regular view says what is wrong
+    response = _json_response(row[0].encode())
+    response["ETag"] = etag(row[1], row[2])
     return response

@@ -15,24 +15,25 @@ import orjson
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import BooleanField, Q
 from django.db.models.base import ModelState
-from django.db.models.functions import Cast
-from django.db.models.lookups import GreaterThanOrEqual
+from django.db.models.expressions import RawSQL
 from django.db.models.sql.subqueries import UpdateQuery
 from django.utils import timezone
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 
-from common.database import Slot, bind, execute, is_postgresql
+from common.database import Slot, bind, fetchone, is_postgresql
 from common.exceptions import InvalidBody, lost_connection
 from integrations.lifecycle import policies, transitions
-from integrations.models import EXHAUSTED_RULE, Channel, FailedIntegration
+from integrations.models import Channel, FailedIntegration
 from integrations.records.validation import check_references, validate_item
 
 logger = logging.getLogger("integrations.records.services")
 
+FAILED_INTEGRATION_NOT_FOUND = "Failed integration not found."
 
-def _validated(payload: Any, *, channel_id: int, partial: bool = False) -> dict[str, Any]:
+
+def validated(payload: Any, *, channel_id: int, partial: bool = False) -> dict[str, Any]:
     values, errors = validate_item(payload, channel_id=channel_id, partial=partial)
     if not errors:
         errors = check_references([values], channel_id=channel_id)[0]
@@ -50,7 +51,7 @@ def failed_integration_create(
 ) -> FailedIntegration:
     """Validates a channel app's report of one failure and records it (scheduled for retry by
     its policy; superseding older failures of the same object, or superseded by a newer one)."""
-    records = new_records(channel.pk, [_validated(payload, channel_id=channel.pk)])
+    records = new_records(channel.pk, [validated(payload, channel_id=channel.pk)])
     return _record(records, channel=channel, claim=claim)[0]
 
 
@@ -222,62 +223,96 @@ def failed_integration_update(
     *, failed: FailedIntegration, payload: Any, partial: bool
 ) -> FailedIntegration:
     """Writes only the fields the payload names, so that concurrent updates of other fields are
-    all kept; answers the record as stored afterwards.
+    all kept, and the life-cycle fields they call for (`transitions.after_update`), derived by
+    the database from the row as written; answers the record as stored afterwards.
 
     An update that can make the record supersede another or be superseded (a new version, or
     active again) is one transaction with that supersede; any other is one UPDATE."""
-    values = _validated(payload, channel_id=failed.channel_id, partial=partial)
-    was_active = failed.is_active
-    failed.modified_date = timezone.now()
-    for name, value in values.items():
-        setattr(failed, name, value)
-    changed = [*values, "modified_date", *transitions.after_update(failed, was_active=was_active)]
-    names = tuple(dict.fromkeys(changed))
-    sql, params = _update_statement(names)
-    meta = FailedIntegration._meta
-    stored = {
-        name: meta.get_field(name).get_db_prep_save(getattr(failed, name), connection)
-        for name in names
-    }
-    params = bind(params, {**stored, "pk": failed.pk})
-    if not ("version_date" in values or values.get("is_active")):
-        execute(sql, params)
-        return failed
+    values = validated(payload, channel_id=failed.channel_id, partial=partial)
+    sql, params = update_statement(tuple(values))
+    params = bind(params, update_params(failed.channel_id, failed.pk, values))
+    if not superseding(values):
+        return _updated(fetchone(sql, params))
     with transaction.atomic():
-        execute(sql, params)
+        failed = _updated(fetchone(sql, params))
         if transitions.supersede(failed.channel_id, [failed], now=failed.modified_date):
             transitions.refresh_life_cycle([failed])
     return failed
 
 
+def superseding(values: dict[str, Any]) -> bool:
+    """Whether an update of these values may supersede a record or be superseded."""
+    return "version_date" in values or bool(values.get("is_active"))
+
+
+def _updated(row) -> FailedIntegration:
+    if row is None:
+        raise NotFound(FAILED_INTEGRATION_NOT_FOUND)  # deleted in the meantime
+    converted = [
+        value if not converters else _converted(value, converters, field)
+        for value, (field, converters) in zip(row, _converters(connection.vendor), strict=True)
+    ]
+    return FailedIntegration.from_db(connection.alias, STORED_ATTNAMES, converted)
+
+
+STORED_ATTNAMES = tuple(f.attname for f in FailedIntegration._meta.concrete_fields)
+
+
 @cache
-def _update_statement(names: tuple[str, ...]) -> tuple[str, list]:
-    """The UPDATE of one record's named fields (only those: a save() would write them all and
-    read the generated column back), as the ORM writes it, compiled once per set of names and
-    run prepared."""
+def _converters(vendor: str) -> list[tuple[Any, list]]:
+    """Per stored column, its field and the converters that turn the database's value into the
+    field's (as the ORM's reads apply them: SQLite's date-times are text, say)."""
+    table = FailedIntegration._meta.db_table
+    return [
+        (field, connection.ops.get_db_converters(col) + col.get_db_converters(connection))
+        for field in FailedIntegration._meta.concrete_fields
+        for col in [field.get_col(table)]
+    ]
+
+
+def _converted(value, converters: list, field):
+    for converter in converters:
+        value = converter(value, field, connection)
+    return value
+
+
+def update_params(channel_id: int, pk: int, values: dict[str, Any]) -> dict[str, Any]:
+    """The values of `update_statement`'s parameters for an update of one record."""
+    meta = FailedIntegration._meta
+    now = meta.get_field("modified_date").get_db_prep_save(timezone.now(), connection)
+    return {
+        **{
+            name: meta.get_field(name).get_db_prep_save(value, connection)
+            for name, value in values.items()
+        },
+        **policies.policy_params(channel_id),
+        "modified_date": now,
+        "pk": pk,
+        "channel_id": channel_id,
+    }
+
+
+@cache
+def update_statement(names: tuple[str, ...], guard: str = "") -> tuple[str, list]:
+    """The UPDATE of one record's named fields (only those: a save() would write them all)
+    and of the life-cycle fields they call for, answering the row as stored (RETURNING, on
+    either database). Compiled by the ORM once per set of names and run prepared. `guard`: a
+    condition of a statement written around it (the fast path's access)."""
     meta = FailedIntegration._meta
     query = UpdateQuery(FailedIntegration)
-    query.add_q(Q(pk=Slot("pk", meta.pk)))
+    query.add_q(Q(pk=Slot("pk", meta.pk), channel_id=Slot("channel_id", meta.get_field("channel"))))
+    if guard:
+        # A constant of the statement around it, never a value from a request.
+        query.add_q(Q(RawSQL(guard, [], output_field=BooleanField())))  # noqa: S611
     values = {name: Slot(name, meta.get_field(name)) for name in names}
-    if "next_retry_at" in values:
-        values["next_retry_at"] = _schedule_as_written(values)
-    query.add_update_values(values)
-    return query.get_compiler(connection=connection).as_sql()
-
-
-def _schedule_as_written(values: dict[str, Slot]) -> Case:
-    """The next attempt the update derived, unless the record's retries have run out as the
-    row is when written: the UPDATE reads the row under its lock, so a concurrent write (one
-    that lowered `max_retry_count`, say) is not undone by a schedule derived from an earlier
-    read. The rule is the `exhausted` column's (`EXHAUSTED_RULE`)."""
-    field = FailedIntegration._meta.get_field("next_retry_at")
-    retry_count, max_retry_count = (values.get(name, F(name)) for name in EXHAUSTED_RULE)
-    as_written = GreaterThanOrEqual(retry_count, max_retry_count)
-    return Case(
-        When(as_written, then=Value(None, output_field=field)),
-        default=Cast(values["next_retry_at"], field),  # typed, should it be a NULL
-        output_field=field,
+    now = Slot("modified_date", meta.get_field("modified_date"))
+    query.add_update_values(
+        {**values, "modified_date": now, **transitions.after_update(values, now=now)}
     )
+    sql, params = query.get_compiler(connection=connection).as_sql()
+    quote = connection.ops.quote_name
+    returning = ", ".join(quote(f.column) for f in meta.concrete_fields)
+    return f"{sql} RETURNING {returning}", params
 
 
 def failed_integration_delete(*, failed: FailedIntegration) -> None:
