@@ -6,6 +6,9 @@ triggers, set-based writes) ask here.
 
 from __future__ import annotations
 
+import itertools
+import re
+from functools import lru_cache
 from typing import Any
 
 import psycopg
@@ -62,25 +65,48 @@ def bind(params: list, values: dict[str, Any]) -> list:
     return [values[param.name] if isinstance(param, Slot) else param for param in params]
 
 
-def prepared_cursor() -> psycopg.Cursor:
+def prepared_cursor() -> psycopg.RawCursor:
     """A psycopg cursor on Django's connection (PostgreSQL) that binds server-side, so that
     statements run with `prepare=True` are prepared once per connection and planned only once
-    (Django's own cursors bind client-side). It takes part in Django's transactions."""
+    (Django's own cursors bind client-side). It takes part in Django's transactions. Its
+    statements are written with PostgreSQL's own placeholders (`numbered`)."""
     connection.ensure_connection()
-    return psycopg.Cursor(connection.connection)
+    return psycopg.RawCursor(connection.connection)
+
+
+_PLACEHOLDER = re.compile(r"%%|%s")
+
+
+@lru_cache(maxsize=1024)
+def numbered(sql: str) -> bytes:
+    """`sql`, written with Django's placeholders (`%s`, and `%%` for a percent sign), with
+    PostgreSQL's ($1, $2, ...), encoded. Done once per statement: psycopg would otherwise
+    encode each statement on every run, and parse again each longer than 4,096 characters
+    (0.1 ms of a request's time)."""
+    counter = itertools.count(1)
+    return _PLACEHOLDER.sub(lambda m: "%" if m[0] == "%%" else f"${next(counter)}", sql).encode()
 
 
 def fetchone_prepared(sql: str, params: list):
     """One row of a prepared statement (PostgreSQL)."""
     with prepared_cursor() as cursor:
-        cursor.execute(sql, params, prepare=True)
+        cursor.execute(numbered(sql), params, prepare=True)
         return cursor.fetchone()
 
 
+def fetchall_prepared(sql: str, params: list) -> list[tuple]:
+    """The rows of a prepared statement (PostgreSQL); its errors are Django's."""
+    with connection.wrap_database_errors, prepared_cursor() as cursor:
+        cursor.execute(numbered(sql), params, prepare=True)
+        return cursor.fetchall()
+
+
 def fetchone(sql: str, params: list):
-    """One row of a statement on either database (prepared on PostgreSQL)."""
+    """One row of a statement on either database (prepared on PostgreSQL); its errors are
+    Django's."""
     if is_postgresql():
-        return fetchone_prepared(sql, params)
+        with connection.wrap_database_errors:
+            return fetchone_prepared(sql, params)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone()

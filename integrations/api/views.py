@@ -126,13 +126,21 @@ class FailedIntegrationBulkView(ChannelScopedView):
         return idempotency.report_once(
             idempotency.requested(request, self.channel, "bulk"),
             lambda claim: services.failed_integration_bulk_create(
-                channel=self.channel, payload=request.data, claim=claim
+                channel=self.channel,
+                payload=request.data,
+                claim=claim,
+                shows_errors=self.shows_errors,
             ),
-            lambda records: {
-                "count": len(records),
-                "results": self.data_list(records),
-            },
+            self.answer,
         )
+
+    def answer(self, records: list[FailedIntegration]) -> dict | bytes:
+        """The records' answer: as JSON the database wrote when it stored them, where it did
+        (`services.ANSWER`), else as data."""
+        answers = [getattr(record, services.ANSWER, None) for record in records]
+        if all(answers):
+            return b'{"count":%d,"results":[%s]}' % (len(records), ",".join(answers).encode())
+        return {"count": len(records), "results": self.data_list(records)}
 
 
 class FailedIntegrationStatsView(ChannelScopedView):

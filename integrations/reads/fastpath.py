@@ -25,6 +25,7 @@ import logging
 import re
 from contextlib import nullcontext
 from functools import cache
+from typing import NamedTuple
 
 import orjson
 import psycopg
@@ -57,7 +58,7 @@ from integrations.models import FailedIntegration
 from integrations.reads.cursor import CURSOR_PARAM, after_sql, cursor_request
 from integrations.reads.query import ListQuery
 from integrations.records import services
-from integrations.records.representation import etag, json_columns_sql
+from integrations.records.representation import CHANNEL_SQL, HELD_SQL, JSON_COLUMNS, etag
 from integrations.records.validation import content_type_known, validate_item
 
 logger = logging.getLogger(__name__)
@@ -125,16 +126,6 @@ def _walks(query: ListQuery, need: int) -> bool:
     )
 
 
-JSON_COLUMNS = json_columns_sql(
-    "fi",
-    has_endpoint="(SELECT has_endpoint FROM allowed)",
-    held="(SELECT held FROM allowed)",
-    shows_errors="(SELECT shows_errors FROM allowed)",
-)
-
-# Whether the channel's dispatch is held (lifecycle/states.py, `dispatch_held`).
-HELD_SQL = "coalesce(c.dispatch_held_until > now(), false)"
-
 # The token authenticates and its user may read (or write) the channel (access.py): the
 # statement's guard, with what the answer shows (the channel app's error text only to those who
 # may change the channel's records).
@@ -145,13 +136,6 @@ AUTHORIZED_CHANNEL_SQL = f"""
     JOIN accounts_token t ON t.key_hash = %s
     JOIN auth_user u ON u.id = t.user_id
     WHERE c.id = %s AND {authenticates_sql("t", "u")} AND {{may}}
-"""
-# The guard of a statement that the regular view runs, which has checked the request's access
-# to the channel itself; its parameters: whether the answer shows error text, the channel.
-CHANNEL_SQL = f"""
-    SELECT c.id, c.retry_endpoint <> '' AS has_endpoint, {HELD_SQL} AS held,
-        %s::boolean AS shows_errors
-    FROM integrations_channel c WHERE c.id = %s
 """
 READABLE_CHANNEL_SQL = AUTHORIZED_CHANNEL_SQL.format(
     may=may_sql(READ, user_alias="u", channel_alias="c"),
@@ -476,8 +460,7 @@ def create(request, channel_id: int, key_hash: str) -> HttpResponse | None:
     if errors or not content_type_known(values["content_type_id"]):
         return None
     now = timezone.now()
-    record = services.new_records(channel_id, [values])[0]
-    record.created_date = record.modified_date = now
+    record = services.new_records(channel_id, [values], now=now)[0]
     policies.schedule([record], now=now)
     sql, fields = _insert_sql()
     action_id = record.integration_action_id
@@ -519,6 +502,12 @@ def create(request, channel_id: int, key_hash: str) -> HttpResponse | None:
 ALLOWED = "EXISTS (SELECT 1 FROM allowed)"
 
 
+class _StandIn(NamedTuple):
+    """The part of a record that `transitions.supersede` reads."""
+
+    object_id: int
+
+
 @cache
 def _update_sql(names: tuple[str, ...]) -> tuple[str, list]:
     update, params = services.update_statement(names, guard=ALLOWED)
@@ -553,9 +542,8 @@ def update(
             row = fetchone_prepared(sql, params)
             if row is None:
                 return None  # not allowed, or no such record: nothing was written
-            stand_in = FailedIntegration(pk=pk, channel_id=channel_id, object_id=row[3])
             if superseding and transitions.supersede(
-                channel_id, [stand_in], now=named["modified_date"]
+                channel_id, [_StandIn(row[3])], now=named["modified_date"]
             ):
                 row = fetchone_prepared(
                     RETRIEVE_SQL[WRITABLE_CHANNEL_SQL], [key_hash, channel_id, channel_id, pk]

@@ -113,7 +113,7 @@ def _json(body: bytes, **headers: str) -> HttpResponse:
 
 
 def earlier_answer(
-    key: Key, render: Callable[[list[FailedIntegration]], dict]
+    key: Key, render: Callable[[list[FailedIntegration]], dict | bytes]
 ) -> HttpResponse | None:
     """The first answer of `key` (None: the key is new); 422 when it was another request's."""
     row = _rows(key).filter(created_at__gte=_cutoff(timezone.now())).first()
@@ -129,21 +129,28 @@ def earlier_answer(
     if len(by_pk) != len(row.record_ids):
         raise Conflict(f"The records stored with this {HEADER} have since been deleted.")
     return _json(
-        JSONRenderer().render(render([by_pk[pk] for pk in row.record_ids])),
-        **{REPLAYED_HEADER: "true"},
+        _rendered(render([by_pk[pk] for pk in row.record_ids])), **{REPLAYED_HEADER: "true"}
     )
+
+
+def _rendered(answer: dict | bytes) -> bytes:
+    """An answer's JSON (`render` gives data, or JSON that the database wrote)."""
+    return answer if isinstance(answer, bytes) else JSONRenderer().render(answer)
 
 
 def report_once(
     key: Key | None,
     store: Callable[[Callable | None], list[FailedIntegration]],
-    render: Callable[[list[FailedIntegration]], dict],
+    render: Callable[[list[FailedIntegration]], dict | bytes],
 ) -> HttpResponse | Response:
     """A report's 201: `store(claim)` stores its records (calling `claim` with them in their
     transaction), `render` gives the answer's data. With a key, once: a repeat answers the
     first answer again."""
     if key is None:
-        return Response(render(store(None)), status=status.HTTP_201_CREATED)
+        answer = render(store(None))
+        if isinstance(answer, bytes):
+            return _json(answer)
+        return Response(answer, status=status.HTTP_201_CREATED)
     for _ in range(3):
         earlier = earlier_answer(key, render)
         if earlier is not None:
@@ -157,7 +164,7 @@ def report_once(
 
 def _store_with(key: Key, store, render) -> HttpResponse:
     records = store(lambda stored: claim(key, stored))
-    body = JSONRenderer().render(render(records))
+    body = _rendered(render(records))
     try:
         _rows(key).update(answer=body.decode())
     except DatabaseError as exc:

@@ -81,3 +81,26 @@ def json_columns_sql(
             expression = f"{alias}.{field.column}"
         items.append(f'{expression} AS "{field.name}"')
     return ", ".join(items)
+
+
+# A record's answer as PostgreSQL writes it (`row_to_json`), for the statements that answer
+# what they read or write: of the row aliased `fi`, for the channel of a statement `allowed`
+# (its has_endpoint, held and shows_errors).
+JSON_COLUMNS = json_columns_sql(
+    "fi",
+    has_endpoint="(SELECT has_endpoint FROM allowed)",
+    held="(SELECT held FROM allowed)",
+    shows_errors="(SELECT shows_errors FROM allowed)",
+)
+
+# Whether the channel's dispatch is held (lifecycle/states.py, `dispatch_held`).
+HELD_SQL = "coalesce(c.dispatch_held_until > now(), false)"
+
+# The `allowed` of a statement that the regular view runs, which has checked the request's
+# access to the channel itself; its parameters: whether the answer shows error text, the
+# channel.
+CHANNEL_SQL = f"""
+    SELECT c.id, c.retry_endpoint <> '' AS has_endpoint, {HELD_SQL} AS held,
+        %s::boolean AS shows_errors
+    FROM integrations_channel c WHERE c.id = %s
+"""  # noqa: S608 (constants; the values are parameters)

@@ -4,6 +4,7 @@ in `worker`; the transitions of the life cycle they share are in `engine`."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -22,10 +23,11 @@ from django.db.models.sql.subqueries import UpdateQuery
 from django.utils import timezone
 from rest_framework.exceptions import NotFound, ValidationError
 
-from common.database import Slot, bind, fetchone, is_postgresql
+from common.database import Slot, bind, fetchall_prepared, fetchone, is_postgresql
 from common.exceptions import InvalidBody, lost_connection
 from integrations.lifecycle import policies, transitions
 from integrations.models import Channel, FailedIntegration
+from integrations.records.representation import CHANNEL_SQL, JSON_COLUMNS
 from integrations.records.validation import check_references, validate_item
 
 logger = logging.getLogger("integrations.records.services")
@@ -51,32 +53,38 @@ def failed_integration_create(
 ) -> FailedIntegration:
     """Validates a channel app's report of one failure and records it (scheduled for retry by
     its policy; superseding older failures of the same object, or superseded by a newer one)."""
-    records = new_records(channel.pk, [validated(payload, channel_id=channel.pk)])
+    values = validated(payload, channel_id=channel.pk)
+    records = new_records(channel.pk, [values], now=timezone.now())
     return _record(records, channel=channel, claim=claim)[0]
 
 
 def _record(
-    records: list[FailedIntegration], *, channel: Channel, claim: Claim = None
+    records: list[FailedIntegration],
+    *,
+    channel: Channel,
+    claim: Claim = None,
+    shows_errors: bool | None = None,
 ) -> list[FailedIntegration]:
     """Inserts the records (all or none, with what `claim` writes), then supersedes older
-    failures of their objects.
+    failures of their objects. With `shows_errors`, on PostgreSQL, each record stored as
+    inserted holds its answer (`ANSWER`; see `_insert_many`).
 
     The supersede runs after the insert has committed, as a statement of its own: whichever of
     two concurrent reports of one object runs it last sees both, so no lock is needed for the
     newest to be the one left active.
     """
-    now = timezone.now()
-    for record in records:
-        record.created_date = record.modified_date = now
+    now = records[0].created_date
     policies.schedule(records, now=now)
     if claim is None:
-        _insert(records)
+        _insert(records, shows_errors=shows_errors)
     else:
         with transaction.atomic():
-            _insert(records)
+            _insert(records, shows_errors=shows_errors)
             claim(records)
     if supersede_recorded(channel.pk, records, now=now):
         transitions.refresh_life_cycle(records)
+        for record in records:  # answered as they were inserted, no longer as they are
+            record.__dict__.pop(ANSWER, None)
     return records
 
 
@@ -88,18 +96,25 @@ INSERTED_FIELDS = tuple(
 )
 
 
-def _insert(records: list[FailedIntegration]) -> None:
-    if len(records) == 1:
+def _insert(records: list[FailedIntegration], *, shows_errors: bool | None = None) -> None:
+    if len(records) == 1 and shows_errors is None:
         records[0].save(force_insert=True)
     else:
-        _insert_many(records)
+        _insert_many(records, shows_errors=shows_errors)
 
 
-def _insert_many(records: list[FailedIntegration]) -> None:
+# The attribute of a record just inserted that holds its answer, as PostgreSQL wrote it.
+ANSWER = "answer_json"
+
+
+def _insert_many(records: list[FailedIntegration], *, shows_errors: bool | None = None) -> None:
     """Inserts the records in one statement, all or none. On PostgreSQL the rows go as one JSON
     array that PostgreSQL reads as rows of the table (`json_populate_recordset`): the ORM's
     multi-row VALUES spent more time building its 22,000 parameters than PostgreSQL spent
-    inserting them, and arrays per column took psycopg longer to write than the JSON."""
+    inserting them, and arrays per column took psycopg longer to write than the JSON. With
+    `shows_errors` (whether the answer shows error text), the statement also answers each
+    record's JSON (its `ANSWER`): writing a bulk's 1000 answers in Python took longer than
+    PostgreSQL takes."""
     if not is_postgresql():
         with transaction.atomic():
             FailedIntegration.objects.bulk_create(records)
@@ -108,22 +123,28 @@ def _insert_many(records: list[FailedIntegration]) -> None:
     quote = connection.ops.quote_name
     table = quote(FailedIntegration._meta.db_table)
     columns = ", ".join(quote(field.column) for field in fields)
-    # Names from the model's metadata, the values as one parameter.
-    sql = (
-        f"INSERT INTO {table} ({columns}) "  # noqa: S608
-        f"SELECT {columns} FROM json_populate_recordset(NULL::{table}, %s::json) "
-        f"RETURNING {quote('id')}, {quote('exhausted')}"
-    )
     values = attrgetter(*(field.attname for field in fields))
     names = [field.column for field in fields]
     rows = orjson.dumps([dict(zip(names, values(record), strict=True)) for record in records])
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [rows.decode()])
-        stored = cursor.fetchall()
+    params = [rows.decode()]
+    allowed = answer = ""
+    if shows_errors is not None:
+        allowed = f"WITH allowed AS ({CHANNEL_SQL}) "
+        answer = f", (SELECT row_to_json(r)::text FROM (SELECT {JSON_COLUMNS}) AS r)"  # noqa: S608
+        params = [shows_errors, records[0].channel_id, *params]
+    # Names from the model's metadata, the values as parameters.
+    sql = (
+        f"{allowed}INSERT INTO {table} AS fi ({columns}) "  # noqa: S608
+        f"SELECT {columns} FROM json_populate_recordset(NULL::{table}, %s::json) "
+        f"RETURNING fi.{quote('id')}, fi.{quote('exhausted')}{answer}"
+    )
+    stored = fetchall_prepared(sql, params)
     # The rows come back in the order of the array, as they do for the ORM's multi-row
     # INSERT ... RETURNING, which bulk_create relies on the same way.
-    for record, (pk, exhausted) in zip(records, stored, strict=True):
-        record.pk, record.exhausted = pk, exhausted
+    for record, row in zip(records, stored, strict=True):
+        record.pk, record.exhausted = row[0], row[1]
+        if answer:
+            setattr(record, ANSWER, row[2])
         record._state.adding, record._state.db = False, connection.alias
 
 
@@ -147,9 +168,10 @@ def supersede_recorded(channel_id: int, records: list[FailedIntegration], *, now
 
 
 def failed_integration_bulk_create(
-    *, channel: Channel, payload: Any, claim: Claim = None
+    *, channel: Channel, payload: Any, claim: Claim = None, shows_errors: bool | None = None
 ) -> list[FailedIntegration]:
-    """Records a batch of failures: all of them, or none when one item is invalid.
+    """Records a batch of failures: all of them, or none when one item is invalid. With
+    `shows_errors`, the records hold their answers where the database wrote them (`_record`).
 
     A 400 names each invalid item by its index in the batch, with its fields' messages.
     """
@@ -189,23 +211,34 @@ def failed_integration_bulk_create(
                 "items": invalid,
             }
         )
-    records = new_records(channel.pk, (values for values, _ in checked))
-    return _record(records, channel=channel, claim=claim)
+    records = new_records(channel.pk, (values for values, _ in checked), now=timezone.now())
+    return _record(records, channel=channel, claim=claim, shows_errors=shows_errors)
 
 
-def new_records(channel_id: int, validated: Iterable[dict[str, Any]]) -> list[FailedIntegration]:
+# The dates a new record takes from the moment of its report.
+MOMENT_FIELDS = ("created_date", "modified_date")
+
+
+def new_records(
+    channel_id: int, validated: Iterable[dict[str, Any]], *, now: dt.datetime
+) -> list[FailedIntegration]:
     """Unsaved records of a channel from validated values (model attribute names), the other
     fields at their defaults, as `FailedIntegration(**values)` makes them. Built as Django
     builds a model's state (its attributes and a new `ModelState`) without `Model.__init__`,
     which looks up every field's descriptor and took a bulk of 1000 longer than its
-    validation; the model has no `pre_init`/`post_init` receivers to skip (a test checks)."""
+    validation; the model has no `pre_init`/`post_init` receivers to skip (a test checks).
+    `now`: the moment of the report, the records' creation and modification dates."""
     fields = FailedIntegration._meta.concrete_fields
     # A generated field is left unset, as the model leaves it: the database says it.
     defaults = {f.attname: f.get_default() for f in fields if not f.generated}
-    defaults["channel_id"] = channel_id
+    defaults.update(channel_id=channel_id, created_date=now, modified_date=now)
     # A callable default is asked for each record, as `Model.__init__` asks it (a `dict` or a
     # `list` must not be shared between records).
-    per_record = [f for f in fields if f.has_default() and callable(f.default)]
+    per_record = [
+        f
+        for f in fields
+        if f.has_default() and callable(f.default) and f.attname not in MOMENT_FIELDS
+    ]
     known = defaults.keys()
     new = FailedIntegration.__new__
     records = []

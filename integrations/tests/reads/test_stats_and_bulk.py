@@ -8,6 +8,7 @@ import pytest
 from django.test import override_settings
 
 from integrations.models import FailedIntegration
+from integrations.records.representation import failed_integrations_data
 
 pytestmark = pytest.mark.django_db
 
@@ -323,3 +324,35 @@ def test_a_bad_sort_lists_the_sortable_fields(api_client, channel):
     assert response.status_code == 400
     message = response.json()["sort"][0]
     assert "bogus" in message and "version_date" in message and "retry_count" in message
+
+
+@pytest.mark.parametrize("supersedes", [False, True])
+def test_a_bulk_answer_shows_each_record_as_it_is_stored(
+    api_client, channel, product_type, integration_action, supersedes
+):
+    """On PostgreSQL the database writes a bulk's answer as it inserts the records: it must be
+    the answer the service's own rendering gives of the records as stored, also when the
+    batch superseded some (their answer is then written again)."""
+    channel.retry_endpoint = "http://127.0.0.1:9/retry"
+    channel.save()
+    batch = [
+        item(product_type, object_id=1, max_retry_count=3, retry_interval=60, log_id=4),
+        item(product_type, object_id=2, integration_action=integration_action.pk, retry_count=3),
+        item(product_type, object_id=3, reason_type="mapping", max_retry_count=3),
+    ]
+    if supersedes:  # a newer version of the first item's object
+        batch.append(item(product_type, object_id=1, version_date="2026-01-01T00:00:00Z"))
+
+    response = api_client.post(bulk_url(channel), batch, format="json")
+
+    assert response.status_code == 201, response.content
+    answer = response.json()
+    stored = FailedIntegration.objects.filter(pk__in=[r["pk"] for r in answer["results"]])
+    by_pk = {record.pk: record for record in stored}
+    expected = failed_integrations_data(
+        [by_pk[r["pk"]] for r in answer["results"]], channel=channel, shows_errors=True
+    )
+    assert answer == {"count": len(batch), "results": expected}
+    states = [r["state"] for r in answer["results"]]
+    assert states[1:3] == ["exhausted", "pending"]
+    assert states[0] == ("superseded" if supersedes else "pending")
