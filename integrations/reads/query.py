@@ -65,8 +65,9 @@ def _order_sql(sort: tuple[str, ...], alias: str, opaque: bool) -> str:
 
 
 _sort_field = FailedIntegrationFilterSet.base_filters[SORT_PARAM].field
-# (parameter, shape, alias): the SQL compiled from the filter's Q (see RecordFilter.sql_shape).
-_compiled: dict[tuple, str] = {}
+# (parameter, shape, alias[, a boolean value]): the SQL compiled from the filter's Q (see
+# RecordFilter.sql_shape), and its parameters when they are not the value's.
+_compiled: dict[tuple, tuple[str, list | None]] = {}
 
 
 def condition_sql(q: Q, alias: str) -> tuple[str, list]:
@@ -81,18 +82,24 @@ def condition_sql(q: Q, alias: str) -> tuple[str, list]:
 
 def filter_sql(name: str, flt: RecordFilter, value: Any, alias: str) -> tuple[str, list]:
     """A filter's condition as SQL: compiled from its Q once per shape, as its parameters are
-    the value itself."""
+    the value itself. A boolean's SQL is the value written in (`fi.is_active`, `NOT ...`), so
+    it is compiled once per value."""
     shape = flt.sql_shape(value)
     if shape is NOT_CACHED:
         return condition_sql(flt.q(value), alias)
-    key = (name, shape, alias)
-    sql = _compiled.get(key)
-    if sql is None:
+    key = (name, shape, alias, value) if isinstance(value, bool) else (name, shape, alias)
+    compiled = _compiled.get(key)
+    if compiled is None:
         sql, params = condition_sql(flt.q(value), alias)
-        if list(params) != flt.sql_params(value):
-            return sql, list(params)  # not only the value: not kept
-        _compiled[key] = sql
-    return sql, flt.sql_params(value)
+        params = list(params)
+        if params == flt.sql_params(value):
+            compiled = _compiled[key] = (sql, None)
+        elif isinstance(value, bool):
+            compiled = _compiled[key] = (sql, params)
+        else:
+            return sql, params  # neither the value nor one of two: not kept
+    sql, params = compiled
+    return sql, flt.sql_params(value) if params is None else list(params)
 
 
 @dataclass(frozen=True)

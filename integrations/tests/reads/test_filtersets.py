@@ -937,3 +937,24 @@ NOT_FILTERED = {
     "lease_expires_at": "the engine's own bookkeeping (`state=in_progress` answers it)",
     "retry_by_hand": "the engine's own bookkeeping (`state=due` answers it)",
 }
+
+
+@pytest.mark.parametrize("value", ["true", "false"])
+def test_a_boolean_filter_s_sql_is_compiled_once_and_keeps_its_value(channel, make_failed, value):
+    """The ORM writes a boolean's value into its SQL (`is_active`, `NOT is_active`): each value
+    is compiled once (not on every request) and each keeps its own SQL."""
+    from integrations.reads import query
+
+    make_failed(object_id=1, is_active=True)
+    make_failed(object_id=2, is_active=False)
+    query._compiled.clear()
+    params = {"is_active": value, "reason_type": "remote"}
+    first = query.ListQuery.from_params(params).where_sql("fi")
+    compiled = dict(query._compiled)
+
+    again = query.ListQuery.from_params(params).where_sql("fi")
+    other = query.ListQuery.from_params({**params, "is_active": str(value == "false").lower()})
+
+    assert again == first and query._compiled.keys() >= compiled.keys()
+    assert other.where_sql("fi") != first
+    assert len([key for key in query._compiled if key[0] == "is_active"]) == 2
