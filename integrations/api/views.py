@@ -131,13 +131,13 @@ class FailedIntegrationBulkView(ChannelScopedView):
                 claim=claim,
                 shows_errors=self.shows_errors,
             ),
-            self.answer,
+            self.bulk_body,
         )
 
-    def answer(self, records: list[FailedIntegration]) -> dict | bytes:
+    def bulk_body(self, records: list[FailedIntegration]) -> dict | bytes:
         """The records' answer: as JSON the database wrote when it stored them, where it did
-        (`services.ANSWER`), else as data."""
-        answers = [getattr(record, services.ANSWER, None) for record in records]
+        (`services.STORED_JSON`), else as data."""
+        answers = [getattr(record, services.STORED_JSON, None) for record in records]
         if all(answers):
             return b'{"count":%d,"results":[%s]}' % (len(records), ",".join(answers).encode())
         return {"count": len(records), "results": self.data_list(records)}

@@ -67,7 +67,7 @@ def _record(
 ) -> list[FailedIntegration]:
     """Inserts the records (all or none, with what `claim` writes), then supersedes older
     failures of their objects. With `shows_errors`, on PostgreSQL, each record stored as
-    inserted holds its answer (`ANSWER`; see `_insert_many`).
+    inserted holds its answer (`STORED_JSON`; see `_insert_many`).
 
     The supersede runs after the insert has committed, as a statement of its own: whichever of
     two concurrent reports of one object runs it last sees both, so no lock is needed for the
@@ -84,7 +84,7 @@ def _record(
     if supersede_recorded(channel.pk, records, now=now):
         transitions.refresh_life_cycle(records)
         for record in records:  # answered as they were inserted, no longer as they are
-            record.__dict__.pop(ANSWER, None)
+            record.__dict__.pop(STORED_JSON, None)
     return records
 
 
@@ -104,7 +104,7 @@ def _insert(records: list[FailedIntegration], *, shows_errors: bool | None = Non
 
 
 # The attribute of a record just inserted that holds its answer, as PostgreSQL wrote it.
-ANSWER = "answer_json"
+STORED_JSON = "stored_json"
 
 
 def _insert_many(records: list[FailedIntegration], *, shows_errors: bool | None = None) -> None:
@@ -113,7 +113,7 @@ def _insert_many(records: list[FailedIntegration], *, shows_errors: bool | None 
     multi-row VALUES spent more time building its 22,000 parameters than PostgreSQL spent
     inserting them, and arrays per column took psycopg longer to write than the JSON. With
     `shows_errors` (whether the answer shows error text), the statement also answers each
-    record's JSON (its `ANSWER`): writing a bulk's 1000 answers in Python took longer than
+    record's JSON (its `STORED_JSON`): writing a bulk's 1000 answers in Python took longer than
     PostgreSQL takes."""
     if not is_postgresql():
         with transaction.atomic():
@@ -144,7 +144,7 @@ def _insert_many(records: list[FailedIntegration], *, shows_errors: bool | None 
     for record, row in zip(records, stored, strict=True):
         record.pk, record.exhausted = row[0], row[1]
         if answer:
-            setattr(record, ANSWER, row[2])
+            setattr(record, STORED_JSON, row[2])
         record._state.adding, record._state.db = False, connection.alias
 
 
